@@ -1,0 +1,149 @@
+//! Panels as Parquet: typed columns (`year`, `birth_year` int32; `weight` float64; the rest
+//! strings), one row per person-year. Readers accept any column types that cast to text.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, Int32Builder, StringBuilder};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::ChunkReader;
+
+use super::{cell, output_columns};
+use crate::panel::{BuildOptions, BuildReport, Column, ColumnMap, Panel, PanelBuilder, RawRow};
+use crate::problem::{Location, Problem, Problems};
+use crate::taxonomy::Taxonomy;
+
+const BATCH_ROWS: usize = 65_536;
+
+fn data_type(c: Column) -> DataType {
+    match c {
+        Column::Year | Column::BirthYear => DataType::Int32,
+        Column::Weight => DataType::Float64,
+        _ => DataType::Utf8,
+    }
+}
+
+/// Reads and validates a Parquet panel. Problems carry 1-based row numbers.
+pub fn read_panel_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    taxonomy: Taxonomy,
+    options: BuildOptions,
+) -> Result<(Panel, BuildReport), Problems> {
+    let not_parquet =
+        |e: parquet::errors::ParquetError| Problems(vec![Problem::global("file", e.to_string(), "a readable Parquet file")]);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(not_parquet)?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let map = ColumnMap::from_header(&names, Location::row(0))?;
+    let batches = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(not_parquet)?;
+    let mut panel = PanelBuilder::new(taxonomy, options, &map);
+    let mut row_no: u64 = 0;
+    for batch in batches {
+        let batch = batch.map_err(|e| {
+            Problems(vec![Problem::global("file", e.to_string(), "a readable Parquet file")])
+        })?;
+        let mut text: Vec<StringArray> = Vec::with_capacity(names.len());
+        for (i, col) in batch.columns().iter().enumerate() {
+            match arrow_cast::cast(col, &DataType::Utf8) {
+                Ok(a) => text.push(a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone()),
+                Err(_) => {
+                    return Err(Problems(vec![Problem::global(
+                        names[i].clone(),
+                        format!("column type {}", col.data_type()),
+                        "a string or number column",
+                    )]));
+                }
+            }
+        }
+        let mut fields: Vec<Option<&str>> = vec![None; names.len()];
+        for r in 0..batch.num_rows() {
+            row_no += 1;
+            for (f, a) in fields.iter_mut().zip(&text) {
+                *f = if a.is_null(r) { None } else { Some(a.value(r)) };
+            }
+            panel.push(&RawRow::from_fields(Location::row(row_no), &map, &fields));
+        }
+    }
+    panel.finish()
+}
+
+/// Writes a panel as Parquet (Snappy-compressed, persons in order, records by year).
+pub fn write_panel_parquet<W: Write + Send>(panel: &Panel, writer: W) -> parquet::errors::Result<()> {
+    let cols = output_columns(panel);
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|&c| Field::new(c.name(), data_type(c), !c.required()))
+            .collect::<Vec<_>>(),
+    ));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by(format!("labor-llm {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut w = ArrowWriter::try_new(writer, schema.clone(), Some(props))?;
+    let rows = panel.persons.iter().flat_map(|p| p.records.iter().map(move |r| (p, r)));
+    let mut pending: Vec<_> = Vec::with_capacity(BATCH_ROWS);
+    let flush = |pending: &mut Vec<_>, w: &mut ArrowWriter<W>| -> parquet::errors::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = cols
+            .iter()
+            .map(|&c| column_array(panel, pending, c))
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+        w.write(&batch)?;
+        pending.clear();
+        Ok(())
+    };
+    for row in rows {
+        pending.push(row);
+        if pending.len() == BATCH_ROWS {
+            flush(&mut pending, &mut w)?;
+        }
+    }
+    flush(&mut pending, &mut w)?;
+    w.close()?;
+    Ok(())
+}
+
+fn column_array(
+    panel: &Panel,
+    rows: &[(&crate::panel::Person, &crate::panel::Record)],
+    c: Column,
+) -> ArrayRef {
+    match c {
+        Column::Year | Column::BirthYear => {
+            let mut b = Int32Builder::with_capacity(rows.len());
+            for (p, r) in rows {
+                b.append_option(if c == Column::Year { Some(r.year) } else { p.birth_year });
+            }
+            Arc::new(b.finish())
+        }
+        Column::Weight => {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            for (_, r) in rows {
+                b.append_option(r.weight);
+            }
+            Arc::new(b.finish())
+        }
+        _ => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+            for (p, r) in rows {
+                b.append_option(cell(panel, p, r, c));
+            }
+            Arc::new(b.finish())
+        }
+    }
+}

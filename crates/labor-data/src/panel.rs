@@ -1,0 +1,557 @@
+//! The person-year panel: the source of truth every model and every metric reads.
+//!
+//! A panel is built from raw rows (strings from any file format) by [`PanelBuilder`], which
+//! validates every field and reports every problem with its location, field, the value found and
+//! what was expected. Nothing is dropped: a panel is produced only when there are no problems.
+
+use std::collections::HashMap;
+
+use crate::education::Education;
+use crate::problem::{Location, Problem, Problems};
+use crate::split::{Split, SplitSpec};
+use crate::taxonomy::{LabelId, Taxonomy};
+
+/// One observed person-year.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub year: i32,
+    pub label: LabelId,
+    pub education: Education,
+    /// Survey weight of this person-year, when the panel carries weights.
+    pub weight: Option<f64>,
+}
+
+/// A person with static attributes and records sorted by year (at most one per year).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    pub dataset: String,
+    pub person_id: String,
+    pub gender: String,
+    pub race: String,
+    pub region: String,
+    pub birth_year: Option<i32>,
+    /// An explicit split assignment carried by the data (e.g. from CAREER files); `None` means
+    /// the split comes from the hash of (dataset, person id).
+    pub split: Option<Split>,
+    pub records: Vec<Record>,
+}
+
+impl Person {
+    pub fn split_or(&self, spec: &SplitSpec) -> Split {
+        self.split
+            .unwrap_or_else(|| spec.assign(&self.dataset, &self.person_id))
+    }
+}
+
+/// A validated panel with its label set (which `--add-unknown-labels` may have extended).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub taxonomy: Taxonomy,
+    pub persons: Vec<Person>,
+}
+
+impl Panel {
+    pub fn n_records(&self) -> usize {
+        self.persons.iter().map(|p| p.records.len()).sum()
+    }
+    pub fn has_birth_year(&self) -> bool {
+        self.persons.iter().any(|p| p.birth_year.is_some())
+    }
+    pub fn has_weight(&self) -> bool {
+        self.persons
+            .iter()
+            .any(|p| p.records.iter().any(|r| r.weight.is_some()))
+    }
+    pub fn has_split(&self) -> bool {
+        self.persons.iter().any(|p| p.split.is_some())
+    }
+    /// Keeps the persons for which `keep` holds.
+    pub fn retain(&mut self, keep: impl FnMut(&Person) -> bool) {
+        self.persons.retain(keep);
+    }
+}
+
+/// The panel's columns, in the order files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Column {
+    Dataset,
+    PersonId,
+    Year,
+    Label,
+    Education,
+    Gender,
+    Race,
+    Region,
+    BirthYear,
+    Weight,
+    Split,
+}
+
+impl Column {
+    pub const ALL: [Column; 11] = [
+        Column::Dataset,
+        Column::PersonId,
+        Column::Year,
+        Column::Label,
+        Column::Education,
+        Column::Gender,
+        Column::Race,
+        Column::Region,
+        Column::BirthYear,
+        Column::Weight,
+        Column::Split,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Dataset => "dataset",
+            Column::PersonId => "person_id",
+            Column::Year => "year",
+            Column::Label => "label",
+            Column::Education => "education",
+            Column::Gender => "gender",
+            Column::Race => "race",
+            Column::Region => "region",
+            Column::BirthYear => "birth_year",
+            Column::Weight => "weight",
+            Column::Split => "split",
+        }
+    }
+    pub fn required(self) -> bool {
+        !matches!(self, Column::BirthYear | Column::Weight | Column::Split)
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which input column holds each panel column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMap {
+    positions: [Option<usize>; 11],
+}
+
+impl ColumnMap {
+    /// Maps a header (column names in file order). Unknown, duplicate and missing required
+    /// columns are problems: nothing in the input is silently ignored.
+    pub fn from_header<S: AsRef<str>>(names: &[S], location: Location) -> Result<Self, Problems> {
+        let mut positions = [None; 11];
+        let mut problems = Vec::new();
+        let expected_names = Column::ALL.map(|c| c.name()).join(", ");
+        for (i, name) in names.iter().enumerate() {
+            let name = name.as_ref();
+            match Column::ALL.into_iter().find(|c| c.name() == name) {
+                Some(c) if positions[c.index()].is_some() => problems.push(Problem::at(
+                    location.clone(),
+                    "header",
+                    name,
+                    "each column once",
+                )),
+                Some(c) => positions[c.index()] = Some(i),
+                None => problems.push(Problem::at(
+                    location.clone(),
+                    "header",
+                    name,
+                    format!("a panel column: {expected_names}"),
+                )),
+            }
+        }
+        for c in Column::ALL.into_iter().filter(|c| c.required()) {
+            if positions[c.index()].is_none() {
+                problems.push(Problem::at(
+                    location.clone(),
+                    "header",
+                    "",
+                    format!("a `{}` column (required)", c.name()),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { positions })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    pub fn has(&self, c: Column) -> bool {
+        self.positions[c.index()].is_some()
+    }
+    pub fn position(&self, c: Column) -> Option<usize> {
+        self.positions[c.index()]
+    }
+}
+
+/// One input row as text. `None` is a null or an empty CSV cell.
+#[derive(Debug, Clone)]
+pub struct RawRow<'a> {
+    pub location: Location,
+    pub values: [Option<&'a str>; 11],
+}
+
+impl<'a> RawRow<'a> {
+    /// Takes the row's fields (in file order) through a column map.
+    pub fn from_fields(location: Location, map: &ColumnMap, fields: &[Option<&'a str>]) -> Self {
+        let mut values = [None; 11];
+        for c in Column::ALL {
+            if let Some(i) = map.position(c) {
+                values[c.index()] = fields.get(i).copied().flatten().filter(|s| !s.is_empty());
+            }
+        }
+        Self { location, values }
+    }
+    pub fn get(&self, c: Column) -> Option<&'a str> {
+        self.values[c.index()]
+    }
+}
+
+/// Options that change what a valid panel is.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Give label codes the taxonomy does not know a label of their own instead of reporting
+    /// them (they are listed in the [`BuildReport`]).
+    pub add_unknown_labels: bool,
+}
+
+/// What building a panel did besides validating.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildReport {
+    pub rows: u64,
+    /// Codes given a label by `add_unknown_labels`, in first-appearance order.
+    pub added_labels: Vec<String>,
+}
+
+pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = 1900..=2100;
+pub const BIRTH_YEAR_RANGE: std::ops::RangeInclusive<i32> = 1850..=2100;
+pub const MAX_AGE: i32 = 120;
+
+struct Acc {
+    person: Person,
+    first_line: Location,
+    records: Vec<Record>,
+    /// Years of every row of the person with a valid year, for duplicate detection.
+    years: Vec<(i32, Location)>,
+}
+
+/// Validates raw rows into a [`Panel`].
+pub struct PanelBuilder {
+    taxonomy: Taxonomy,
+    options: BuildOptions,
+    map_has: [bool; 11],
+    persons: Vec<Acc>,
+    index: HashMap<String, HashMap<String, usize>>,
+    problems: Vec<Problem>,
+    report: BuildReport,
+}
+
+/// Why a value cannot be an identifier-like token (dataset, person id, gender, race, region).
+fn token_defect(value: &str) -> Option<&'static str> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("a value without spaces or control characters (join words with _)")
+    } else {
+        None
+    }
+}
+
+impl PanelBuilder {
+    pub fn new(taxonomy: Taxonomy, options: BuildOptions, columns: &ColumnMap) -> Self {
+        Self {
+            taxonomy,
+            options,
+            map_has: Column::ALL.map(|c| columns.has(c)),
+            persons: Vec::new(),
+            index: HashMap::new(),
+            problems: Vec::new(),
+            report: BuildReport::default(),
+        }
+    }
+
+    /// Adds a problem found outside the row checks (e.g. by a format reader).
+    pub fn problem(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    fn token(&mut self, row: &RawRow, c: Column) -> Option<String> {
+        match row.get(c) {
+            None => {
+                self.problems.push(Problem::at(
+                    row.location.clone(),
+                    c.name(),
+                    "",
+                    "a value (this field is required)",
+                ));
+                None
+            }
+            Some(v) => match token_defect(v) {
+                Some(e) => {
+                    self.problems
+                        .push(Problem::at(row.location.clone(), c.name(), v, e));
+                    None
+                }
+                None => Some(v.to_string()),
+            },
+        }
+    }
+
+    fn int(&mut self, row: &RawRow, c: Column, range: std::ops::RangeInclusive<i32>) -> Option<i32> {
+        let expected = || format!("an integer year from {} to {}", range.start(), range.end());
+        match row.get(c) {
+            None => {
+                self.problems
+                    .push(Problem::at(row.location.clone(), c.name(), "", expected()));
+                None
+            }
+            Some(v) => match v.parse::<i32>() {
+                Ok(y) if range.contains(&y) => Some(y),
+                _ => {
+                    self.problems
+                        .push(Problem::at(row.location.clone(), c.name(), v, expected()));
+                    None
+                }
+            },
+        }
+    }
+
+    /// Validates one row and adds it to its person.
+    pub fn push(&mut self, row: &RawRow) {
+        self.report.rows += 1;
+        let before = self.problems.len();
+        let dataset = self.token(row, Column::Dataset);
+        let person_id = self.token(row, Column::PersonId);
+        let year = self.int(row, Column::Year, YEAR_RANGE);
+        let label = match row.get(Column::Label) {
+            None => {
+                self.problems.push(Problem::at(
+                    row.location.clone(),
+                    "label",
+                    "",
+                    "a label code (this field is required)",
+                ));
+                None
+            }
+            Some(code) => match self.taxonomy.by_code(code) {
+                Some(id) => Some(id),
+                None if self.options.add_unknown_labels => match self.taxonomy.add_unknown(code) {
+                    Ok(id) => {
+                        self.report.added_labels.push(code.to_string());
+                        Some(id)
+                    }
+                    Err(e) => {
+                        self.problems
+                            .push(Problem::at(row.location.clone(), "label", code, e));
+                        None
+                    }
+                },
+                None => {
+                    self.problems.push(Problem::at(
+                        row.location.clone(),
+                        "label",
+                        code,
+                        format!(
+                            "a label code of the taxonomy ({} labels), or --add-unknown-labels",
+                            self.taxonomy.len()
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
+        let education = match row.get(Column::Education) {
+            Some(v) => match v.parse::<Education>() {
+                Ok(e) => Some(e),
+                Err(()) => {
+                    self.problems.push(Problem::at(
+                        row.location.clone(),
+                        "education",
+                        v,
+                        Education::expected(),
+                    ));
+                    None
+                }
+            },
+            None => {
+                self.problems.push(Problem::at(
+                    row.location.clone(),
+                    "education",
+                    "",
+                    Education::expected(),
+                ));
+                None
+            }
+        };
+        let gender = self.token(row, Column::Gender);
+        let race = self.token(row, Column::Race);
+        let region = self.token(row, Column::Region);
+        let birth_year = if self.map_has[Column::BirthYear.index()] {
+            self.int(row, Column::BirthYear, BIRTH_YEAR_RANGE)
+        } else {
+            None
+        };
+        if let (Some(y), Some(b)) = (year, birth_year) {
+            if !(0..=MAX_AGE).contains(&(y - b)) {
+                self.problems.push(Problem::at(
+                    row.location.clone(),
+                    "birth_year",
+                    b.to_string(),
+                    format!("a birth year giving an age from 0 to {MAX_AGE} in {y}"),
+                ));
+            }
+        }
+        let weight = if self.map_has[Column::Weight.index()] {
+            let v = row.get(Column::Weight).unwrap_or("");
+            match v.parse::<f64>() {
+                Ok(w) if w.is_finite() && w >= 0.0 => Some(w),
+                _ => {
+                    self.problems.push(Problem::at(
+                        row.location.clone(),
+                        "weight",
+                        v,
+                        "a finite non-negative number",
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let split = if self.map_has[Column::Split.index()] {
+            let v = row.get(Column::Split).unwrap_or("");
+            match v.parse::<Split>() {
+                Ok(s) => Some(s),
+                Err(()) => {
+                    self.problems.push(Problem::at(
+                        row.location.clone(),
+                        "split",
+                        v,
+                        "one of train, valid, test",
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let (Some(dataset), Some(person_id)) = (dataset, person_id) else {
+            return;
+        };
+        let row_ok = self.problems.len() == before;
+        let idx = match self
+            .index
+            .get(&dataset)
+            .and_then(|m| m.get(&person_id))
+            .copied()
+        {
+            Some(i) => {
+                let acc = &self.persons[i];
+                let first = &acc.first_line;
+                let p = &acc.person;
+                let mut mismatches = Vec::new();
+                let mut check = |c: Column, old: Option<&str>, new: Option<&str>| {
+                    if let (Some(o), Some(n)) = (old, new) {
+                        if o != n {
+                            mismatches.push(Problem::at(
+                                row.location.clone(),
+                                c.name(),
+                                n,
+                                format!("the same value for every record of a person ({first} has {o:?})"),
+                            ));
+                        }
+                    }
+                };
+                check(Column::Gender, Some(&p.gender), gender.as_deref());
+                check(Column::Race, Some(&p.race), race.as_deref());
+                check(Column::Region, Some(&p.region), region.as_deref());
+                let by = birth_year.map(|b| b.to_string());
+                let pby = p.birth_year.map(|b| b.to_string());
+                check(Column::BirthYear, pby.as_deref(), by.as_deref());
+                let sp = split.map(|s| s.as_str());
+                check(Column::Split, p.split.map(|s| s.as_str()), sp);
+                self.problems.extend(mismatches);
+                i
+            }
+            None => {
+                // The first row of a person fixes its static fields; if they are invalid the
+                // problems are already reported and placeholders stand in.
+                let i = self.persons.len();
+                self.persons.push(Acc {
+                    person: Person {
+                        dataset: dataset.clone(),
+                        person_id: person_id.clone(),
+                        gender: gender.clone().unwrap_or_default(),
+                        race: race.clone().unwrap_or_default(),
+                        region: region.clone().unwrap_or_default(),
+                        birth_year,
+                        split,
+                        records: Vec::new(),
+                    },
+                    first_line: row.location.clone(),
+                    records: Vec::new(),
+                    years: Vec::new(),
+                });
+                self.index.entry(dataset).or_default().insert(person_id, i);
+                i
+            }
+        };
+        let acc = &mut self.persons[idx];
+        if let Some(y) = year {
+            acc.years.push((y, row.location.clone()));
+        }
+        if let (true, Some(year), Some(label), Some(education)) = (row_ok, year, label, education) {
+            acc.records.push(Record {
+                year,
+                label,
+                education,
+                weight,
+            });
+        }
+    }
+
+    /// Finishes validation: sorts each person's records by year and reports duplicate
+    /// person-years. Returns the panel only when no problem was found.
+    pub fn finish(mut self) -> Result<(Panel, BuildReport), Problems> {
+        if self.report.rows == 0 && self.problems.is_empty() {
+            self.problems
+                .push(Problem::global("rows", "no rows", "at least one person-year"));
+        }
+        let mut persons = Vec::with_capacity(self.persons.len());
+        for mut acc in self.persons {
+            acc.years.sort_by_key(|(y, _)| *y);
+            for w in acc.years.windows(2) {
+                if w[0].0 == w[1].0 {
+                    self.problems.push(Problem::at(
+                        w[1].1.clone(),
+                        "year",
+                        w[1].0.to_string(),
+                        format!(
+                            "one record per person and year ({} has the same dataset, person_id and year)",
+                            w[0].1
+                        ),
+                    ));
+                }
+            }
+            acc.records.sort_by_key(|r| r.year);
+            acc.person.records = acc.records;
+            persons.push(acc.person);
+        }
+        if self.problems.is_empty() {
+            Ok((
+                Panel {
+                    taxonomy: self.taxonomy,
+                    persons,
+                },
+                self.report,
+            ))
+        } else {
+            // Report in input order.
+            self.problems.sort_by(|a, b| {
+                let key = |p: &Problem| {
+                    p.location
+                        .as_ref()
+                        .map(|l| (l.file.clone(), l.index))
+                        .unwrap_or((None, 0))
+                };
+                key(a).cmp(&key(b))
+            });
+            Err(Problems(self.problems))
+        }
+    }
+}
