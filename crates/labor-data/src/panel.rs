@@ -446,8 +446,9 @@ impl PanelBuilder {
                 let p = &acc.person;
                 let mut mismatches = Vec::new();
                 let mut check = |c: Column, old: Option<&str>, new: Option<&str>| {
+                    // An empty old value is a placeholder for an invalid first row (reported).
                     if let (Some(o), Some(n)) = (old, new) {
-                        if o != n {
+                        if !o.is_empty() && o != n {
                             mismatches.push(Problem::at(
                                 row.location.clone(),
                                 c.name(),
@@ -466,6 +467,14 @@ impl PanelBuilder {
                 let sp = split.map(|s| s.as_str());
                 check(Column::Split, p.split.map(|s| s.as_str()), sp);
                 self.problems.extend(mismatches);
+                let p = &mut self.persons[i].person;
+                for (slot, value) in [(&mut p.gender, &gender), (&mut p.race, &race), (&mut p.region, &region)] {
+                    if slot.is_empty() {
+                        if let Some(v) = value {
+                            slot.clone_from(v);
+                        }
+                    }
+                }
                 i
             }
             None => {
