@@ -1,1 +1,84 @@
-fn main() {}
+//! `labor`: the command line of labor-llm. The only crate that reads files and parses flags.
+
+mod data;
+mod demo;
+mod io;
+mod taxonomy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::io::{CmdResult, Failure};
+
+/// Predict workers' next occupation from their career history with language models, and
+/// measure every model against the best possible.
+#[derive(Debug, Parser)]
+#[command(name = "labor", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Career panels: validate, describe, convert, import survey extracts, assign splits.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// The label taxonomy: show, validate or export it.
+    #[command(subcommand)]
+    Taxonomy(taxonomy::TaxonomyCommand),
+    /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
+    Env(EnvArgs),
+    /// Run the end-to-end demo on the embedded defaults and write its outputs to a folder.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnvArgs {
+    /// Device for the check: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn env(args: &EnvArgs) -> CmdResult {
+    use labor_lm::runtime::{DeviceRequest, RuntimeInfo, self_check};
+    println!("labor {}", env!("CARGO_PKG_VERSION"));
+    println!("{}", RuntimeInfo::probe());
+    let device = args.device.parse::<DeviceRequest>()?.resolve()?;
+    let y = self_check(device);
+    println!("self-check on {device:?}: softmax·W = {y:.6?}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Data(c) => data::run(c),
+        Command::Taxonomy(c) => taxonomy::run(c),
+        Command::Env(a) => env(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid { file, problems }) => {
+            report_problems(&file, &problems);
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints every problem (one per line) and a summary by field, to stderr.
+fn report_problems(file: &str, problems: &[labor_data::Problem]) {
+    let mut by_field: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in problems {
+        eprintln!("{}", p.clone().with_default_file(file));
+        *by_field.entry(&p.field).or_insert(0) += 1;
+    }
+    let summary: Vec<String> = by_field.iter().map(|(f, n)| format!("{f}: {n}")).collect();
+    eprintln!("{file}: invalid: {} problem(s) ({})", problems.len(), summary.join(", "));
+}

@@ -298,17 +298,15 @@ struct RawWave<'a> {
     columns: [&'a str; 4], // names of year/occupation/status/education columns, for messages
 }
 
-/// Imports an extract. `crosswalk` holds the contents of the mapping's crosswalk file (if any).
+/// Imports an extract. `crosswalk` holds the codes of the mapping's crosswalk file (read with
+/// [`read_crosswalk`]; empty when there is none); the mapping's inline codes are added to them.
 pub fn import_extract<R: Read>(
     mapping: &Mapping,
-    crosswalk: Option<&str>,
+    crosswalk: BTreeMap<String, String>,
     extract: R,
     taxonomy: Taxonomy,
 ) -> Result<(Panel, ImportReport), Problems> {
-    let mut codes = match crosswalk {
-        Some(text) => read_crosswalk(text, &taxonomy)?,
-        None => BTreeMap::new(),
-    };
+    let mut codes = crosswalk;
     let mut inline_problems = Vec::new();
     for (src, label) in &mapping.crosswalk.codes {
         if taxonomy.by_code(label).is_none() {

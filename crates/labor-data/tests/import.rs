@@ -1,6 +1,6 @@
 //! The worked import example of docs/import.md (examples/import/) and import problems.
 
-use labor_data::import::{Mapping, import_extract};
+use labor_data::import::{Mapping, import_extract, read_crosswalk};
 use labor_data::stats::PanelStats;
 use labor_data::{Education, Taxonomy};
 
@@ -15,7 +15,7 @@ fn worked_example_imports_with_hand_computed_stats() {
     let mapping = Mapping::from_toml(&read("mapping.toml")).unwrap();
     let (panel, report) = import_extract(
         &mapping,
-        Some(&read("crosswalk.csv")),
+        read_crosswalk(&read("crosswalk.csv"), &Taxonomy::embedded_default()).unwrap(),
         read("extract.csv").as_bytes(),
         Taxonomy::embedded_default(),
     )
@@ -89,7 +89,7 @@ fn long_layout_with_skipped_codes_counts_them() {
                    10,2005,male,white,west,0,3,2\n\
                    11,2003,female,black,south,3255,1,2\n";
     let m = Mapping::from_toml(LONG_MAPPING).unwrap();
-    let (panel, report) = import_extract(&m, None, extract.as_bytes(), Taxonomy::embedded_default()).unwrap();
+    let (panel, report) = import_extract(&m, Default::default(), extract.as_bytes(), Taxonomy::embedded_default()).unwrap();
     assert_eq!(report.skipped_unmapped, 1);
     assert_eq!(report.skipped_codes.get("9999"), Some(&1));
     assert_eq!(panel.n_records(), 3);
@@ -104,7 +104,7 @@ fn import_problems_name_line_and_extract_column() {
                    10,2002,male,white,west,4720,5,1\n\
                    10,2003,male,white,west,4720,1,7\n\
                    10,20x4,male,white,west,4720,1,1\n";
-    let err = import_extract(&m, None, extract.as_bytes(), Taxonomy::embedded_default()).unwrap_err().0;
+    let err = import_extract(&m, Default::default(), extract.as_bytes(), Taxonomy::embedded_default()).unwrap_err().0;
     let got: Vec<(u64, &str, &str)> = err
         .iter()
         .map(|p| (p.location.as_ref().unwrap().index, p.field.as_str(), p.found.as_str()))

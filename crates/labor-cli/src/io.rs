@@ -1,0 +1,208 @@
+//! Everything that touches the file system: reading and writing panels, taxonomies, mappings.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use labor_data::formats::career::{CareerFiles, is_career_file, read_career, write_career};
+use labor_data::formats::csv::{read_panel_csv, write_panel_csv};
+use labor_data::formats::parquet::{read_panel_parquet, write_panel_parquet};
+use labor_data::{BuildOptions, BuildReport, Panel, Problem, Problems, SplitSpec, Taxonomy};
+
+/// A failure of a command: invalid input (exit 2) or anything else (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    Invalid { file: String, problems: Vec<Problem> },
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+pub type CmdResult<T = ()> = Result<T, Failure>;
+
+pub fn invalid(file: &Path, problems: Problems) -> Failure {
+    Failure::Invalid {
+        file: file.display().to_string(),
+        problems: problems.0,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// CSV with a header naming the panel columns.
+    Csv,
+    /// Parquet with the panel columns.
+    Parquet,
+    /// A directory of CAREER parallel files ({train,valid,test}.{job,year,...}).
+    Career,
+}
+
+impl Format {
+    /// The format of `path`: `--from/--to` when given, else a directory is CAREER and the
+    /// extension decides (`.csv`, `.parquet`/`.pq`).
+    pub fn of(path: &Path, given: Option<Format>) -> anyhow::Result<Format> {
+        if let Some(f) = given {
+            return Ok(f);
+        }
+        if path.is_dir() {
+            return Ok(Format::Career);
+        }
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("parquet") | Some("pq") => Ok(Format::Parquet),
+            _ => bail!(
+                "cannot tell the format of {}: name it .csv or .parquet, or pass the format (csv, parquet, career)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Options shared by every command that reads a panel.
+#[derive(Debug, Clone, Args)]
+pub struct PanelInput {
+    /// Label taxonomy (CSV `code,title,group`); default: the embedded default taxonomy.
+    #[arg(long, value_name = "CSV")]
+    pub taxonomy: Option<PathBuf>,
+    /// Give label codes the taxonomy does not know a label of their own (title = code, group
+    /// "Unknown") instead of reporting them as errors. Added codes are listed.
+    #[arg(long)]
+    pub add_unknown_labels: bool,
+    /// Input format, when the file name does not tell.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub from: Option<Format>,
+    /// Dataset name for CAREER input (which carries none).
+    #[arg(long, default_value = "career")]
+    pub dataset: String,
+}
+
+pub fn load_taxonomy(path: Option<&Path>) -> CmdResult<Taxonomy> {
+    match path {
+        None => Ok(Taxonomy::embedded_default()),
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("cannot open taxonomy {}", p.display()))?;
+            Taxonomy::from_csv(BufReader::new(f)).map_err(|e| invalid(p, e))
+        }
+    }
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Reads the CAREER files of a directory (other files, e.g. README, are ignored).
+pub fn read_career_dir(dir: &Path) -> anyhow::Result<CareerFiles> {
+    let mut files = CareerFiles::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read directory {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if is_career_file(&name) {
+            let text = std::fs::read_to_string(e.path())
+                .with_context(|| format!("cannot read {} as UTF-8 text", e.path().display()))?;
+            files.insert(name, text);
+        }
+    }
+    Ok(files)
+}
+
+/// Reads and validates a panel.
+pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildReport)> {
+    let taxonomy = load_taxonomy(input.taxonomy.as_deref())?;
+    let options = BuildOptions {
+        add_unknown_labels: input.add_unknown_labels,
+    };
+    let format = Format::of(path, input.from)?;
+    let result = match format {
+        Format::Career => {
+            let files = read_career_dir(path)?;
+            read_career(&files, &input.dataset, taxonomy, options).map_err(|Problems(ps)| {
+                // Career problems name a file inside the directory.
+                Problems(
+                    ps.into_iter()
+                        .map(|mut p| {
+                            if let Some(l) = &mut p.location {
+                                if let Some(f) = &l.file {
+                                    l.file = Some(path.join(f).display().to_string());
+                                }
+                            }
+                            p
+                        })
+                        .collect(),
+                )
+            })
+        }
+        Format::Csv => {
+            let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let len = f.metadata()?.len();
+            let pb = progress(len, "reading");
+            let r = read_panel_csv(BufReader::with_capacity(1 << 20, pb.wrap_read(f)), taxonomy, options);
+            pb.finish_and_clear();
+            r
+        }
+        Format::Parquet => {
+            let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            read_panel_parquet(f, taxonomy, options)
+        }
+    };
+    result.map_err(|e| invalid(path, e))
+}
+
+/// Writes `path` through a temporary file renamed into place, so a failed write leaves no
+/// half-written file.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().context("output path has no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result: anyhow::Result<()> = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write(&mut w)?;
+        w.flush()?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a panel in `format`. CAREER output goes to a directory; persons without a split take
+/// the one `spec` assigns.
+pub fn save_panel(panel: &Panel, path: &Path, format: Format, spec: &SplitSpec) -> anyhow::Result<()> {
+    match format {
+        Format::Csv => write_atomic(path, |w| Ok(write_panel_csv(panel, w)?)),
+        Format::Parquet => write_atomic(path, |w| Ok(write_panel_parquet(panel, w)?)),
+        Format::Career => {
+            std::fs::create_dir_all(path).with_context(|| format!("cannot create directory {}", path.display()))?;
+            for (name, content) in write_career(panel, spec) {
+                write_atomic(&path.join(name), |w| Ok(w.write_all(content.as_bytes())?))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Format for an output path, which for CAREER need not exist yet.
+pub fn output_format(path: &Path, given: Option<Format>) -> anyhow::Result<Format> {
+    match given {
+        Some(f) => Ok(f),
+        None if path.extension().is_none() && !path.is_file() => Ok(Format::Career),
+        None => Format::of(path, None),
+    }
+}
