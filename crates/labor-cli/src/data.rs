@@ -8,7 +8,9 @@ use labor_data::import::{ImportReport, Mapping, import_extract, read_crosswalk};
 use labor_data::stats::PanelStats;
 use labor_data::{BuildReport, Panel, Split, SplitSpec};
 
-use crate::io::{CmdResult, Format, PanelInput, invalid, load_panel, load_taxonomy, output_format, save_panel};
+use crate::io::{
+    CmdResult, Format, PanelInput, invalid, load_panel, load_taxonomy, output_format, save_panel,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -91,12 +93,21 @@ pub enum DataCommand {
 
 fn print_build_report(report: &BuildReport) {
     if !report.added_labels.is_empty() {
-        let shown: Vec<&str> = report.added_labels.iter().take(20).map(String::as_str).collect();
+        let shown: Vec<&str> = report
+            .added_labels
+            .iter()
+            .take(20)
+            .map(String::as_str)
+            .collect();
         eprintln!(
             "note: --add-unknown-labels added {} label(s): {}{}",
             report.added_labels.len(),
             shown.join(" "),
-            if report.added_labels.len() > 20 { " ..." } else { "" }
+            if report.added_labels.len() > 20 {
+                " ..."
+            } else {
+                ""
+            }
         );
     }
 }
@@ -106,7 +117,8 @@ pub fn run(cmd: &DataCommand) -> CmdResult {
         DataCommand::Validate { panel, input } => {
             let (p, report) = load_panel(panel, input)?;
             print_build_report(&report);
-            let datasets: std::collections::BTreeSet<&str> = p.persons.iter().map(|x| x.dataset.as_str()).collect();
+            let datasets: std::collections::BTreeSet<&str> =
+                p.persons.iter().map(|x| x.dataset.as_str()).collect();
             println!(
                 "{}: valid panel: {} persons, {} person-years, {} dataset(s)",
                 panel.display(),
@@ -115,7 +127,12 @@ pub fn run(cmd: &DataCommand) -> CmdResult {
                 datasets.len()
             );
         }
-        DataCommand::Stats { panel, input, json, top } => {
+        DataCommand::Stats {
+            panel,
+            input,
+            json,
+            top,
+        } => {
             let (p, report) = load_panel(panel, input)?;
             print_build_report(&report);
             let s = PanelStats::compute(&p);
@@ -125,11 +142,20 @@ pub fn run(cmd: &DataCommand) -> CmdResult {
                 print_stats(&panel.display().to_string(), &s, *top);
             }
         }
-        DataCommand::Convert { input_path, output, input, to, seed } => {
+        DataCommand::Convert {
+            input_path,
+            output,
+            input,
+            to,
+            seed,
+        } => {
             let (p, report) = load_panel(input_path, input)?;
             print_build_report(&report);
             let format = output_format(output, *to)?;
-            let spec = SplitSpec { seed: *seed, ..SplitSpec::default() };
+            let spec = SplitSpec {
+                seed: *seed,
+                ..SplitSpec::default()
+            };
             save_panel(&p, output, format, &spec)?;
             println!(
                 "wrote {} ({format:?}): {} persons, {} person-years",
@@ -138,17 +164,41 @@ pub fn run(cmd: &DataCommand) -> CmdResult {
                 p.n_records()
             );
         }
-        DataCommand::Import { mapping, extract, out, taxonomy } => {
+        DataCommand::Import {
+            mapping,
+            extract,
+            out,
+            taxonomy,
+        } => {
             let (p, report) = import(mapping, extract, taxonomy.as_deref())?;
             save_panel(&p, out, output_format(out, None)?, &SplitSpec::default())?;
             print_import_report(&report);
-            println!("wrote {}: {} persons, {} person-years", out.display(), p.persons.len(), p.n_records());
+            println!(
+                "wrote {}: {} persons, {} person-years",
+                out.display(),
+                p.persons.len(),
+                p.n_records()
+            );
         }
-        DataCommand::Split { panel, out, input, seed, train, valid, overwrite, to } => {
+        DataCommand::Split {
+            panel,
+            out,
+            input,
+            seed,
+            train,
+            valid,
+            overwrite,
+            to,
+        } => {
             let (mut p, report) = load_panel(panel, input)?;
             print_build_report(&report);
-            let spec = SplitSpec { seed: *seed, train: *train, valid: *valid };
-            spec.validate().map_err(|e| anyhow::anyhow!("--train/--valid: expected {e}"))?;
+            let spec = SplitSpec {
+                seed: *seed,
+                train: *train,
+                valid: *valid,
+            };
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("--train/--valid: expected {e}"))?;
             if p.has_split() && !overwrite {
                 return Err(anyhow::anyhow!(
                     "{} already carries a split for its persons; pass --overwrite to reassign them",
@@ -159,7 +209,11 @@ pub fn run(cmd: &DataCommand) -> CmdResult {
             assign_splits(&mut p, &spec);
             save_panel(&p, out, output_format(out, *to)?, &spec)?;
             print_split_counts(&p);
-            println!("wrote {} (seed {seed}, {train}/{valid}/{:.2})", out.display(), 1.0 - train - valid);
+            println!(
+                "wrote {} (seed {seed}, {train}/{valid}/{:.2})",
+                out.display(),
+                1.0 - train - valid
+            );
         }
     }
     Ok(())
@@ -184,8 +238,13 @@ pub fn print_split_counts(p: &Panel) {
     }
 }
 
-pub fn import(mapping: &Path, extract: &Path, taxonomy: Option<&Path>) -> CmdResult<(Panel, ImportReport)> {
-    let text = std::fs::read_to_string(mapping).with_context(|| format!("cannot read mapping {}", mapping.display()))?;
+pub fn import(
+    mapping: &Path,
+    extract: &Path,
+    taxonomy: Option<&Path>,
+) -> CmdResult<(Panel, ImportReport)> {
+    let text = std::fs::read_to_string(mapping)
+        .with_context(|| format!("cannot read mapping {}", mapping.display()))?;
     let m = Mapping::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mapping.display()))?;
     let taxonomy = load_taxonomy(taxonomy)?;
     let crosswalk_path = m
@@ -195,25 +254,48 @@ pub fn import(mapping: &Path, extract: &Path, taxonomy: Option<&Path>) -> CmdRes
         .map(|f| mapping.parent().unwrap_or(Path::new(".")).join(f));
     let crosswalk = match &crosswalk_path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read crosswalk {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read crosswalk {}", p.display()))?;
             read_crosswalk(&text, &taxonomy).map_err(|e| invalid(p, e))?
         }
         None => Default::default(),
     };
-    let f = std::fs::File::open(extract).with_context(|| format!("cannot open extract {}", extract.display()))?;
-    import_extract(&m, crosswalk, std::io::BufReader::new(f), taxonomy).map_err(|e| invalid(extract, e))
+    let f = std::fs::File::open(extract)
+        .with_context(|| format!("cannot open extract {}", extract.display()))?;
+    import_extract(&m, crosswalk, std::io::BufReader::new(f), taxonomy)
+        .map_err(|e| invalid(extract, e))
 }
 
 pub fn print_import_report(r: &ImportReport) {
-    println!("imported {} extract row(s) into {} persons, {} person-years", r.extract_rows, r.persons, r.person_years);
-    println!("  waves not interviewed (all wave fields missing): {}", r.waves_not_interviewed);
+    println!(
+        "imported {} extract row(s) into {} persons, {} person-years",
+        r.extract_rows, r.persons, r.person_years
+    );
+    println!(
+        "  waves not interviewed (all wave fields missing): {}",
+        r.waves_not_interviewed
+    );
     if r.persons_never_interviewed > 0 {
-        println!("  persons never interviewed (no record, not in the panel): {}", r.persons_never_interviewed);
+        println!(
+            "  persons never interviewed (no record, not in the panel): {}",
+            r.persons_never_interviewed
+        );
     }
-    println!("  education carried forward: {}", r.education_carried_forward);
+    println!(
+        "  education carried forward: {}",
+        r.education_carried_forward
+    );
     if r.skipped_unmapped > 0 {
-        let codes: Vec<String> = r.skipped_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-        println!("  person-years skipped, code not in crosswalk: {} ({})", r.skipped_unmapped, codes.join(", "));
+        let codes: Vec<String> = r
+            .skipped_codes
+            .iter()
+            .map(|(c, n)| format!("{c}×{n}"))
+            .collect();
+        println!(
+            "  person-years skipped, code not in crosswalk: {} ({})",
+            r.skipped_unmapped,
+            codes.join(", ")
+        );
     }
 }
 
@@ -226,14 +308,23 @@ pub fn print_stats(name: &str, s: &PanelStats, top: usize) {
     println!("  persons               {}", s.persons);
     println!("  person-years          {}", s.person_years);
     for d in &s.datasets {
-        println!("  dataset {:13} {} persons, {} person-years", d.dataset, d.persons, d.person_years);
+        println!(
+            "  dataset {:13} {} persons, {} person-years",
+            d.dataset, d.persons, d.person_years
+        );
     }
-    println!("  years                 {}-{} ({} distinct)", s.year_min, s.year_max, s.distinct_years);
+    println!(
+        "  years                 {}-{} ({} distinct)",
+        s.year_min, s.year_max, s.distinct_years
+    );
     println!(
         "  records per person    min {}, mean {:.2}, max {}",
         s.records_per_person_min, s.records_per_person_mean, s.records_per_person_max
     );
-    println!("  labels used           {} of {}", s.labels_used, s.labels_in_taxonomy);
+    println!(
+        "  labels used           {} of {}",
+        s.labels_used, s.labels_in_taxonomy
+    );
     println!(
         "  annual pairs          {} (records in adjacent years); label change rate {}",
         s.annual_pairs,
@@ -248,7 +339,11 @@ pub fn print_stats(name: &str, s: &PanelStats, top: usize) {
     let gaps: Vec<String> = s.gaps.iter().map(|(g, n)| format!("{g}y: {n}")).collect();
     println!("  gaps between records  {}", gaps.join(", "));
     println!("  persons with a gap > 1 year: {}", s.persons_with_gap);
-    let splits: Vec<String> = s.split_persons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let splits: Vec<String> = s
+        .split_persons
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     println!("  persons by split      {}", splits.join(", "));
     println!("special states");
     for l in &s.special {
@@ -260,6 +355,12 @@ pub fn print_stats(name: &str, s: &PanelStats, top: usize) {
     }
     println!("top {} labels", top.min(s.labels.len()));
     for l in s.labels.iter().take(top) {
-        println!("  {:8} {:60} {:9} {:>8}", l.code, l.title, l.count, pct(l.share));
+        println!(
+            "  {:8} {:60} {:9} {:>8}",
+            l.code,
+            l.title,
+            l.count,
+            pct(l.share)
+        );
     }
 }

@@ -14,9 +14,18 @@ use crate::data::{assign_splits, import, print_import_report, print_split_counts
 use crate::io::{CmdResult, Format, PanelInput, load_panel, save_panel};
 
 const EXAMPLE: [(&str, &str); 3] = [
-    ("mapping.toml", include_str!("../../../examples/import/mapping.toml")),
-    ("crosswalk.csv", include_str!("../../../examples/import/crosswalk.csv")),
-    ("extract.csv", include_str!("../../../examples/import/extract.csv")),
+    (
+        "mapping.toml",
+        include_str!("../../../examples/import/mapping.toml"),
+    ),
+    (
+        "crosswalk.csv",
+        include_str!("../../../examples/import/crosswalk.csv"),
+    ),
+    (
+        "extract.csv",
+        include_str!("../../../examples/import/extract.csv"),
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +58,10 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         labor_data::taxonomy::SPECIAL_LABELS.map(|s| s.1).join(", ")
     );
 
-    step(3, "import a survey extract (examples/import, see docs/import.md)");
+    step(
+        3,
+        "import a survey extract (examples/import, see docs/import.md)",
+    );
     let src = out.join("extract");
     std::fs::create_dir_all(&src)?;
     for (name, text) in EXAMPLE {
@@ -64,7 +76,12 @@ pub fn run(args: &DemoArgs) -> CmdResult {
     print_split_counts(&panel);
 
     step(5, "write Parquet, CSV and CAREER files, and read each back");
-    let input = PanelInput { taxonomy: None, add_unknown_labels: false, from: None, dataset: "NLSY79".into() };
+    let input = PanelInput {
+        taxonomy: None,
+        add_unknown_labels: false,
+        from: None,
+        dataset: "NLSY79".into(),
+    };
     for (path, format) in [
         (out.join("panel.parquet"), Format::Parquet),
         (out.join("panel.csv"), Format::Csv),
@@ -75,12 +92,25 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         if back.n_records() != panel.n_records() {
             return Err(anyhow!("{} read back differently", path.display()).into());
         }
-        println!("  {:24} {} persons, {} person-years: valid", path.display().to_string(), back.persons.len(), back.n_records());
+        println!(
+            "  {:24} {} persons, {} person-years: valid",
+            path.display().to_string(),
+            back.persons.len(),
+            back.n_records()
+        );
     }
 
     step(6, "describe the panel (labor data stats)");
-    print_stats(&out.join("panel.parquet").display().to_string(), &PanelStats::compute(&panel), 5);
+    print_stats(
+        &out.join("panel.parquet").display().to_string(),
+        &PanelStats::compute(&panel),
+        5,
+    );
 
-    println!("\nDone. Outputs in {}. Try: labor data validate {}", out.display(), out.join("panel.csv").display());
+    println!(
+        "\nDone. Outputs in {}. Try: labor data validate {}",
+        out.display(),
+        out.join("panel.csv").display()
+    );
     Ok(())
 }

@@ -15,7 +15,10 @@ use labor_data::{BuildOptions, BuildReport, Panel, Problem, Problems, SplitSpec,
 /// A failure of a command: invalid input (exit 2) or anything else (exit 1).
 #[derive(Debug)]
 pub enum Failure {
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
     Other(anyhow::Error),
 }
 
@@ -54,7 +57,12 @@ impl Format {
         if path.is_dir() {
             return Ok(Format::Career);
         }
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("csv") => Ok(Format::Csv),
             Some("parquet") | Some("pq") => Ok(Format::Parquet),
             _ => bail!(
@@ -87,7 +95,8 @@ pub fn load_taxonomy(path: Option<&Path>) -> CmdResult<Taxonomy> {
     match path {
         None => Ok(Taxonomy::embedded_default()),
         Some(p) => {
-            let f = File::open(p).with_context(|| format!("cannot open taxonomy {}", p.display()))?;
+            let f =
+                File::open(p).with_context(|| format!("cannot open taxonomy {}", p.display()))?;
             Taxonomy::from_csv(BufReader::new(f)).map_err(|e| invalid(p, e))
         }
     }
@@ -107,7 +116,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// Reads the CAREER files of a directory (other files, e.g. README, are ignored).
 pub fn read_career_dir(dir: &Path) -> anyhow::Result<CareerFiles> {
     let mut files = CareerFiles::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read directory {}", dir.display()))? {
+    for e in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+    {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
         if is_career_file(&name) {
@@ -134,10 +145,10 @@ pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildRep
                 Problems(
                     ps.into_iter()
                         .map(|mut p| {
-                            if let Some(l) = &mut p.location {
-                                if let Some(f) = &l.file {
-                                    l.file = Some(path.join(f).display().to_string());
-                                }
+                            if let Some(l) = &mut p.location
+                                && let Some(f) = &l.file
+                            {
+                                l.file = Some(path.join(f).display().to_string());
                             }
                             p
                         })
@@ -149,7 +160,11 @@ pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildRep
             let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let len = f.metadata()?.len();
             let pb = progress(len, "reading");
-            let r = read_panel_csv(BufReader::with_capacity(1 << 20, pb.wrap_read(f)), taxonomy, options);
+            let r = read_panel_csv(
+                BufReader::with_capacity(1 << 20, pb.wrap_read(f)),
+                taxonomy,
+                options,
+            );
             pb.finish_and_clear();
             r
         }
@@ -163,10 +178,19 @@ pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildRep
 
 /// Writes `path` through a temporary file renamed into place, so a failed write leaves no
 /// half-written file.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().context("output path has no file name")?.to_string_lossy();
+    let name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result: anyhow::Result<()> = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
@@ -184,12 +208,18 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> any
 
 /// Writes a panel in `format`. CAREER output goes to a directory; persons without a split take
 /// the one `spec` assigns.
-pub fn save_panel(panel: &Panel, path: &Path, format: Format, spec: &SplitSpec) -> anyhow::Result<()> {
+pub fn save_panel(
+    panel: &Panel,
+    path: &Path,
+    format: Format,
+    spec: &SplitSpec,
+) -> anyhow::Result<()> {
     match format {
         Format::Csv => write_atomic(path, |w| Ok(write_panel_csv(panel, w)?)),
         Format::Parquet => write_atomic(path, |w| Ok(write_panel_parquet(panel, w)?)),
         Format::Career => {
-            std::fs::create_dir_all(path).with_context(|| format!("cannot create directory {}", path.display()))?;
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("cannot create directory {}", path.display()))?;
             for (name, content) in write_career(panel, spec) {
                 write_atomic(&path.join(name), |w| Ok(w.write_all(content.as_bytes())?))?;
             }

@@ -80,5 +80,9 @@ fn report_problems(file: &str, problems: &[labor_data::Problem]) {
         *by_field.entry(&p.field).or_insert(0) += 1;
     }
     let summary: Vec<String> = by_field.iter().map(|(f, n)| format!("{f}: {n}")).collect();
-    eprintln!("{file}: invalid: {} problem(s) ({})", problems.len(), summary.join(", "));
+    eprintln!(
+        "{file}: invalid: {} problem(s) ({})",
+        problems.len(),
+        summary.join(", ")
+    );
 }

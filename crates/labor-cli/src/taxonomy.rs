@@ -58,7 +58,11 @@ pub fn run(cmd: &TaxonomyCommand) -> CmdResult {
         TaxonomyCommand::Export { out } => {
             let t = load_taxonomy(None)?;
             write_atomic(out, |w| t.write_csv(w).context("writing CSV"))?;
-            println!("wrote {} ({} occupations)", out.display(), t.occupations().count());
+            println!(
+                "wrote {} ({} occupations)",
+                out.display(),
+                t.occupations().count()
+            );
         }
     }
     Ok(())

@@ -147,7 +147,10 @@ impl Mapping {
         match (m.layout, m.waves.is_empty(), &m.long) {
             (Layout::Wide, false, None) | (Layout::Long, true, Some(_)) => {}
             (Layout::Wide, _, _) => {
-                return Err("layout = \"wide\" needs one or more [[wave]] tables and no [long] table".into());
+                return Err(
+                    "layout = \"wide\" needs one or more [[wave]] tables and no [long] table"
+                        .into(),
+                );
             }
             (Layout::Long, _, _) => {
                 return Err("layout = \"long\" needs a [long] table and no [[wave]] tables".into());
@@ -249,8 +252,14 @@ pub struct ImportReport {
 }
 
 /// Reads a `source,label` crosswalk CSV. Every problem is reported with its line.
-pub fn read_crosswalk(text: &str, taxonomy: &Taxonomy) -> Result<BTreeMap<String, String>, Problems> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+pub fn read_crosswalk(
+    text: &str,
+    taxonomy: &Taxonomy,
+) -> Result<BTreeMap<String, String>, Problems> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut out = BTreeMap::new();
     let mut lines: HashMap<String, u64> = HashMap::new();
     let mut problems = Vec::new();
@@ -266,26 +275,50 @@ pub fn read_crosswalk(text: &str, taxonomy: &Taxonomy) -> Result<BTreeMap<String
         let loc = Location::line(line);
         if i == 0 {
             if rec.iter().collect::<Vec<_>>() != ["source", "label"] {
-                problems.push(Problem::at(loc, "header", rec.iter().collect::<Vec<_>>().join(","), "the header `source,label`"));
+                problems.push(Problem::at(
+                    loc,
+                    "header",
+                    rec.iter().collect::<Vec<_>>().join(","),
+                    "the header `source,label`",
+                ));
             }
             continue;
         }
         if rec.len() != 2 {
-            problems.push(Problem::at(loc, "row", format!("{} field(s)", rec.len()), "2 fields: source,label"));
+            problems.push(Problem::at(
+                loc,
+                "row",
+                format!("{} field(s)", rec.len()),
+                "2 fields: source,label",
+            ));
             continue;
         }
         let (src, label) = (rec[0].trim(), rec[1].trim());
         if taxonomy.by_code(label).is_none() {
-            problems.push(Problem::at(loc.clone(), "label", label, "a label code of the taxonomy"));
+            problems.push(Problem::at(
+                loc.clone(),
+                "label",
+                label,
+                "a label code of the taxonomy",
+            ));
         }
         if let Some(l) = lines.get(src) {
-            problems.push(Problem::at(loc, "source", src, format!("a source code not mapped before (line {l} maps it)")));
+            problems.push(Problem::at(
+                loc,
+                "source",
+                src,
+                format!("a source code not mapped before (line {l} maps it)"),
+            ));
             continue;
         }
         lines.insert(src.to_string(), line);
         out.insert(src.to_string(), label.to_string());
     }
-    if problems.is_empty() { Ok(out) } else { Err(Problems(problems)) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Problems(problems))
+    }
 }
 
 /// One person-year's raw extract values, before mapping.
@@ -330,15 +363,32 @@ pub fn import_extract<R: Read>(
     if !inline_problems.is_empty() {
         return Err(Problems(inline_problems));
     }
-    let maps: HashMap<&str, ValueMap> = mapping.values.iter().map(|(k, v)| (k.as_str(), ValueMap::new(v))).collect();
+    let maps: HashMap<&str, ValueMap> = mapping
+        .values
+        .iter()
+        .map(|(k, v)| (k.as_str(), ValueMap::new(v)))
+        .collect();
 
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(extract);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(extract);
     let mut rec = csv::StringRecord::new();
     let header: Vec<String> = match rdr.read_record(&mut rec) {
         Ok(true) => rec.iter().map(|s| s.trim().to_string()).collect(),
-        _ => return Err(Problems(vec![Problem::global("header", "", "a header line naming the extract's columns")])),
+        _ => {
+            return Err(Problems(vec![Problem::global(
+                "header",
+                "",
+                "a header line naming the extract's columns",
+            )]));
+        }
     };
-    let col: HashMap<&str, usize> = header.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
+    let col: HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.as_str(), i))
+        .collect();
     // Every column the mapping names must exist.
     let mut needed: Vec<(&str, &str)> = vec![
         ("person.id", &mapping.person.id),
@@ -356,21 +406,41 @@ pub fn import_extract<R: Read>(
         needed.extend(w.weight.as_deref().map(|s| ("wave.weight", s)));
     }
     if let Some(l) = &mapping.long {
-        needed.extend([("long.year", l.year.as_str()), ("long.occupation", &l.occupation), ("long.education", &l.education)]);
+        needed.extend([
+            ("long.year", l.year.as_str()),
+            ("long.occupation", &l.occupation),
+            ("long.education", &l.education),
+        ]);
         needed.extend(l.status.as_deref().map(|s| ("long.status", s)));
         needed.extend(l.weight.as_deref().map(|s| ("long.weight", s)));
     }
     let missing_cols: Vec<Problem> = needed
         .iter()
         .filter(|(_, c)| !col.contains_key(c))
-        .map(|(k, c)| Problem::at(Location::line(1), "header", *c, format!("a column named {c:?} (mapping key {k})")))
+        .map(|(k, c)| {
+            Problem::at(
+                Location::line(1),
+                "header",
+                *c,
+                format!("a column named {c:?} (mapping key {k})"),
+            )
+        })
         .collect();
     if !missing_cols.is_empty() {
         return Err(Problems(missing_cols));
     }
     let has_weight = mapping.waves.iter().any(|w| w.weight.is_some())
         || mapping.long.as_ref().is_some_and(|l| l.weight.is_some());
-    let mut names = vec!["dataset", "person_id", "year", "label", "education", "gender", "race", "region"];
+    let mut names = vec![
+        "dataset",
+        "person_id",
+        "year",
+        "label",
+        "education",
+        "gender",
+        "race",
+        "region",
+    ];
     if mapping.person.birth_year.is_some() {
         names.push("birth_year");
     }
@@ -395,7 +465,12 @@ pub fn import_extract<R: Read>(
         let line = rec.position().map_or(0, |p| p.line());
         let loc = Location::line(line);
         if rec.len() != header.len() {
-            builder.problem(Problem::at(loc, "row", format!("{} field(s)", rec.len()), format!("{} fields, as in the header", header.len())));
+            builder.problem(Problem::at(
+                loc,
+                "row",
+                format!("{} field(s)", rec.len()),
+                format!("{} fields, as in the header", header.len()),
+            ));
             continue;
         }
         let get = |c: &str| -> Option<&str> {
@@ -411,7 +486,12 @@ pub fn import_extract<R: Read>(
                 Some(m) => match m.get(raw) {
                     Some(v) => Some(v.to_string()),
                     None => {
-                        row_problems.push(Problem::at(loc.clone(), format!("{column} ({field})"), raw, m.describe()));
+                        row_problems.push(Problem::at(
+                            loc.clone(),
+                            format!("{column} ({field})"),
+                            raw,
+                            m.describe(),
+                        ));
                         None
                     }
                 },
@@ -427,7 +507,12 @@ pub fn import_extract<R: Read>(
                 Some(raw) => match raw.parse::<i32>() {
                     Ok(v) => Some((v + mapping.person.birth_year_offset).to_string()),
                     Err(_) => {
-                        row_problems.push(Problem::at(loc.clone(), format!("{c} (birth_year)"), raw, "an integer year"));
+                        row_problems.push(Problem::at(
+                            loc.clone(),
+                            format!("{c} (birth_year)"),
+                            raw,
+                            "an integer year",
+                        ));
                         None
                     }
                 },
@@ -437,12 +522,19 @@ pub fn import_extract<R: Read>(
 
         let waves: Vec<RawWave> = match &mapping.long {
             Some(l) => vec![RawWave {
-                year: get(&l.year).ok_or("").and_then(|y| y.parse().map_err(|_| y)),
+                year: get(&l.year)
+                    .ok_or("")
+                    .and_then(|y| y.parse().map_err(|_| y)),
                 occupation: get(&l.occupation),
                 status: l.status.as_deref().and_then(get),
                 education: get(&l.education),
                 weight: l.weight.as_deref().and_then(get),
-                columns: [&l.year, &l.occupation, l.status.as_deref().unwrap_or(""), &l.education],
+                columns: [
+                    &l.year,
+                    &l.occupation,
+                    l.status.as_deref().unwrap_or(""),
+                    &l.education,
+                ],
             }],
             None => mapping
                 .waves
@@ -453,7 +545,12 @@ pub fn import_extract<R: Read>(
                     status: w.status.as_deref().and_then(get),
                     education: get(&w.education),
                     weight: w.weight.as_deref().and_then(get),
-                    columns: ["year", &w.occupation, w.status.as_deref().unwrap_or(""), &w.education],
+                    columns: [
+                        "year",
+                        &w.occupation,
+                        w.status.as_deref().unwrap_or(""),
+                        &w.education,
+                    ],
                 })
                 .collect(),
         };
@@ -463,7 +560,11 @@ pub fn import_extract<R: Read>(
         let n_waves = waves.len() as u64;
         let mut skipped_waves = 0;
         for w in waves {
-            if w.occupation.is_none() && w.status.is_none() && w.education.is_none() && mapping.layout == Layout::Wide {
+            if w.occupation.is_none()
+                && w.status.is_none()
+                && w.education.is_none()
+                && mapping.layout == Layout::Wide
+            {
                 report.waves_not_interviewed += 1;
                 skipped_waves += 1;
                 if skipped_waves == n_waves {
@@ -474,18 +575,37 @@ pub fn import_extract<R: Read>(
             let year = match w.year {
                 Ok(y) => y.to_string(),
                 Err(raw) => {
-                    builder.problem(Problem::at(loc.clone(), w.columns[0], raw, "an integer year"));
+                    builder.problem(Problem::at(
+                        loc.clone(),
+                        w.columns[0],
+                        raw,
+                        "an integer year",
+                    ));
                     continue;
                 }
             };
             let wave_field = |c: &str| format!("{c} ({year})");
             // Label: the first status rule that matches, else the occupation.
-            let rule = w.status.and_then(|s| mapping.status_rules.iter().find(|r| r.values.iter().any(|v| v == s)));
+            let rule = w.status.and_then(|s| {
+                mapping
+                    .status_rules
+                    .iter()
+                    .find(|r| r.values.iter().any(|v| v == s))
+            });
             let label = match (rule, w.status) {
                 (Some(r), _) if r.label != OCCUPATION_RULE => Some(r.label.clone()),
                 (None, Some(s)) if !mapping.status_rules.is_empty() => {
-                    let known: Vec<&str> = mapping.status_rules.iter().flat_map(|r| r.values.iter().map(String::as_str)).collect();
-                    builder.problem(Problem::at(loc.clone(), wave_field(w.columns[2]), s, format!("a status value of a [[status]] rule: {}", known.join(", "))));
+                    let known: Vec<&str> = mapping
+                        .status_rules
+                        .iter()
+                        .flat_map(|r| r.values.iter().map(String::as_str))
+                        .collect();
+                    builder.problem(Problem::at(
+                        loc.clone(),
+                        wave_field(w.columns[2]),
+                        s,
+                        format!("a status value of a [[status]] rule: {}", known.join(", ")),
+                    ));
                     continue;
                 }
                 _ => match w.occupation {
@@ -514,7 +634,12 @@ pub fn import_extract<R: Read>(
                     Some(m) => match m.get(raw) {
                         Some(v) => Some(v.to_string()),
                         None => {
-                            builder.problem(Problem::at(loc.clone(), wave_field(w.columns[3]), raw, m.describe()));
+                            builder.problem(Problem::at(
+                                loc.clone(),
+                                wave_field(w.columns[3]),
+                                raw,
+                                m.describe(),
+                            ));
                             continue;
                         }
                     },
@@ -526,13 +651,23 @@ pub fn import_extract<R: Read>(
                             Some(e.clone())
                         }
                         None => {
-                            builder.problem(Problem::at(loc.clone(), wave_field(w.columns[3]), "", "an education value (none earlier to carry forward)"));
+                            builder.problem(Problem::at(
+                                loc.clone(),
+                                wave_field(w.columns[3]),
+                                "",
+                                "an education value (none earlier to carry forward)",
+                            ));
                             continue;
                         }
                     }
                 }
                 None => {
-                    builder.problem(Problem::at(loc.clone(), wave_field(w.columns[3]), "", "an education value (or education_missing = \"carry_forward\")"));
+                    builder.problem(Problem::at(
+                        loc.clone(),
+                        wave_field(w.columns[3]),
+                        "",
+                        "an education value (or education_missing = \"carry_forward\")",
+                    ));
                     continue;
                 }
             };

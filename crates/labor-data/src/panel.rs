@@ -291,7 +291,12 @@ impl PanelBuilder {
         }
     }
 
-    fn int(&mut self, row: &RawRow, c: Column, range: std::ops::RangeInclusive<i32>) -> Option<i32> {
+    fn int(
+        &mut self,
+        row: &RawRow,
+        c: Column,
+        range: std::ops::RangeInclusive<i32>,
+    ) -> Option<i32> {
         let expected = || format!("an integer year from {} to {}", range.start(), range.end());
         match row.get(c) {
             None => {
@@ -385,15 +390,15 @@ impl PanelBuilder {
         } else {
             None
         };
-        if let (Some(y), Some(b)) = (year, birth_year) {
-            if !(0..=MAX_AGE).contains(&(y - b)) {
-                self.problems.push(Problem::at(
-                    row.location.clone(),
-                    "birth_year",
-                    b.to_string(),
-                    format!("a birth year giving an age from 0 to {MAX_AGE} in {y}"),
-                ));
-            }
+        if let (Some(y), Some(b)) = (year, birth_year)
+            && !(0..=MAX_AGE).contains(&(y - b))
+        {
+            self.problems.push(Problem::at(
+                row.location.clone(),
+                "birth_year",
+                b.to_string(),
+                format!("a birth year giving an age from 0 to {MAX_AGE} in {y}"),
+            ));
         }
         let weight = if self.map_has[Column::Weight.index()] {
             let v = row.get(Column::Weight).unwrap_or("");
@@ -447,15 +452,18 @@ impl PanelBuilder {
                 let mut mismatches = Vec::new();
                 let mut check = |c: Column, old: Option<&str>, new: Option<&str>| {
                     // An empty old value is a placeholder for an invalid first row (reported).
-                    if let (Some(o), Some(n)) = (old, new) {
-                        if !o.is_empty() && o != n {
-                            mismatches.push(Problem::at(
-                                row.location.clone(),
-                                c.name(),
-                                n,
-                                format!("the same value for every record of a person ({first} has {o:?})"),
-                            ));
-                        }
+                    if let (Some(o), Some(n)) = (old, new)
+                        && !o.is_empty()
+                        && o != n
+                    {
+                        mismatches.push(Problem::at(
+                            row.location.clone(),
+                            c.name(),
+                            n,
+                            format!(
+                                "the same value for every record of a person ({first} has {o:?})"
+                            ),
+                        ));
                     }
                 };
                 check(Column::Gender, Some(&p.gender), gender.as_deref());
@@ -468,11 +476,15 @@ impl PanelBuilder {
                 check(Column::Split, p.split.map(|s| s.as_str()), sp);
                 self.problems.extend(mismatches);
                 let p = &mut self.persons[i].person;
-                for (slot, value) in [(&mut p.gender, &gender), (&mut p.race, &race), (&mut p.region, &region)] {
-                    if slot.is_empty() {
-                        if let Some(v) = value {
-                            slot.clone_from(v);
-                        }
+                for (slot, value) in [
+                    (&mut p.gender, &gender),
+                    (&mut p.race, &race),
+                    (&mut p.region, &region),
+                ] {
+                    if slot.is_empty()
+                        && let Some(v) = value
+                    {
+                        slot.clone_from(v);
                     }
                 }
                 i
@@ -518,8 +530,11 @@ impl PanelBuilder {
     /// person-years. Returns the panel only when no problem was found.
     pub fn finish(mut self) -> Result<(Panel, BuildReport), Problems> {
         if self.report.rows == 0 && self.problems.is_empty() {
-            self.problems
-                .push(Problem::global("rows", "no rows", "at least one person-year"));
+            self.problems.push(Problem::global(
+                "rows",
+                "no rows",
+                "at least one person-year",
+            ));
         }
         let mut persons = Vec::with_capacity(self.persons.len());
         for mut acc in self.persons {

@@ -116,7 +116,10 @@ mod tests {
     fn hash_is_pinned() {
         // Changing the hash would silently move persons between splits: pin it.
         const PINNED: u64 = 6_761_421_548_648_665_263;
-        assert_ne!(person_hash(2406, "NLSY79", "1"), person_hash(2407, "NLSY79", "1"));
+        assert_ne!(
+            person_hash(2406, "NLSY79", "1"),
+            person_hash(2407, "NLSY79", "1")
+        );
         assert_ne!(person_hash(1, "ab", "c"), person_hash(1, "a", "bc"));
         assert_eq!(person_hash(2406, "NLSY79", "1"), PINNED);
     }
@@ -124,7 +127,11 @@ mod tests {
     #[test]
     fn rejects_bad_fractions() {
         assert!(SplitSpec::default().validate().is_ok());
-        let bad = SplitSpec { train: 0.8, valid: 0.3, ..Default::default() };
+        let bad = SplitSpec {
+            train: 0.8,
+            valid: 0.3,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

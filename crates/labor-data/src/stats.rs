@@ -116,7 +116,8 @@ impl PanelStats {
                 if gap == 1 {
                     ap += 1;
                     ac += usize::from(w[0].label != w[1].label);
-                    let occ = |r: &crate::panel::Record| tax.label(r.label).kind == LabelKind::Occupation;
+                    let occ =
+                        |r: &crate::panel::Record| tax.label(r.label).kind == LabelKind::Occupation;
                     if occ(&w[0]) && occ(&w[1]) {
                         op += 1;
                         oc += usize::from(w[0].label != w[1].label);
@@ -136,8 +137,12 @@ impl PanelStats {
                 share: ratio(label_n[id.index()], total),
             }
         };
-        let mut labels: Vec<LabelCount> = tax.ids().filter(|i| label_n[i.index()] > 0).map(count).collect();
-        labels.sort_by(|a, b| b.count.cmp(&a.count));
+        let mut labels: Vec<LabelCount> = tax
+            .ids()
+            .filter(|i| label_n[i.index()] > 0)
+            .map(count)
+            .collect();
+        labels.sort_by_key(|l| std::cmp::Reverse(l.count));
         let special = tax
             .ids()
             .filter(|i| tax.label(*i).kind != LabelKind::Occupation)
@@ -160,7 +165,7 @@ impl PanelStats {
             })
             .filter(|g| g.count > 0)
             .collect();
-        groups.sort_by(|a, b| b.count.cmp(&a.count));
+        groups.sort_by_key(|g| std::cmp::Reverse(g.count));
         Self {
             persons: panel.persons.len(),
             person_years: total,

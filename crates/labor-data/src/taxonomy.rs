@@ -72,7 +72,9 @@ fn text_defect(value: &str, what: &str) -> Option<String> {
     } else if value.trim() != value {
         Some(format!("a {what} without leading or trailing spaces"))
     } else if value.chars().any(|c| c.is_control()) {
-        Some(format!("a {what} without newlines, tabs or control characters"))
+        Some(format!(
+            "a {what} without newlines, tabs or control characters"
+        ))
     } else {
         None
     }
@@ -181,8 +183,13 @@ impl Taxonomy {
             }
             if let Some(&id) = t.by_title.get(&title.to_lowercase()) {
                 let expected = match first_line.get(&id) {
-                    Some(l) => format!("a title unique ignoring case (line {l} has {:?})", t.labels[id.index()].title),
-                    None => "a title other than the special labels' titles (added automatically)".into(),
+                    Some(l) => format!(
+                        "a title unique ignoring case (line {l} has {:?})",
+                        t.labels[id.index()].title
+                    ),
+                    None => {
+                        "a title other than the special labels' titles (added automatically)".into()
+                    }
                 };
                 problems.push(Problem::at(loc(), "title", title, expected));
                 ok = false;
@@ -204,9 +211,17 @@ impl Taxonomy {
                 "the header `code,title,group`",
             ));
         } else if t.labels.len() == SPECIAL_LABELS.len() && problems.is_empty() {
-            problems.push(Problem::global("rows", "no occupations", "at least one occupation row"));
+            problems.push(Problem::global(
+                "rows",
+                "no occupations",
+                "at least one occupation row",
+            ));
         }
-        if problems.is_empty() { Ok(t) } else { Err(Problems(problems)) }
+        if problems.is_empty() {
+            Ok(t)
+        } else {
+            Err(Problems(problems))
+        }
     }
 
     /// Writes the occupations (not the special labels) as `code,title,group` CSV.
@@ -270,7 +285,9 @@ impl Taxonomy {
         self.by_title.get(&title.to_lowercase()).copied()
     }
     pub fn occupations(&self) -> impl Iterator<Item = &Label> {
-        self.labels.iter().filter(|l| l.kind == LabelKind::Occupation)
+        self.labels
+            .iter()
+            .filter(|l| l.kind == LabelKind::Occupation)
     }
     /// Distinct groups in first-appearance order (the special group first).
     pub fn groups(&self) -> Vec<&str> {
@@ -298,11 +315,19 @@ mod tests {
         assert_eq!(t.label(IN_EDUCATION).kind, LabelKind::InEducation);
         // 22 SOC major groups (+ military) and the special group.
         assert!(t.groups().len() >= 22, "{:?}", t.groups());
-        for must in ["Cashiers", "Registered nurses", "Truck drivers, heavy and tractor-trailer"] {
+        for must in [
+            "Cashiers",
+            "Registered nurses",
+            "Truck drivers, heavy and tractor-trailer",
+        ] {
             assert!(t.by_title(must).is_some(), "missing {must}");
         }
         // Titles within a group share words where real titles do.
-        let count = |word: &str| t.occupations().filter(|l| l.title.to_lowercase().contains(word)).count();
+        let count = |word: &str| {
+            t.occupations()
+                .filter(|l| l.title.to_lowercase().contains(word))
+                .count()
+        };
         for word in ["nurse", "driver", "manager", "clerk"] {
             assert!(count(word) >= 3, "only {} titles with {word}", count(word));
         }
@@ -344,10 +369,14 @@ mod tests {
     #[test]
     fn header_is_required_and_csv_round_trips() {
         assert!(Taxonomy::from_csv("code,name,group\nA,B,C\n".as_bytes()).is_err());
-        let t = Taxonomy::from_csv("code,title,group\nA,\"Drivers, truck\",Transport\n".as_bytes()).unwrap();
+        let t = Taxonomy::from_csv("code,title,group\nA,\"Drivers, truck\",Transport\n".as_bytes())
+            .unwrap();
         let mut out = Vec::new();
         t.write_csv(&mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "code,title,group\nA,\"Drivers, truck\",Transport\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "code,title,group\nA,\"Drivers, truck\",Transport\n"
+        );
         let mut out = Vec::new();
         Taxonomy::embedded_default().write_csv(&mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), DEFAULT_TAXONOMY_CSV);

@@ -4,7 +4,12 @@ use labor_data::{Split, SplitSpec};
 
 fn ids(n: usize) -> Vec<(String, String)> {
     (0..n)
-        .map(|i| (["NLSY79", "NLSY97", "PSID"][i % 3].to_string(), format!("{}", 100_000 + i * 7)))
+        .map(|i| {
+            (
+                ["NLSY79", "NLSY97", "PSID"][i % 3].to_string(),
+                format!("{}", 100_000 + i * 7),
+            )
+        })
         .collect()
 }
 
@@ -30,13 +35,21 @@ fn same_seed_same_assignment_and_stable_under_removal() {
     let second: Vec<Split> = persons.iter().map(|(d, p)| spec.assign(d, p)).collect();
     assert_eq!(first, second);
     // Remove every tenth person: the others keep their split.
-    let kept: Vec<(usize, &(String, String))> = persons.iter().enumerate().filter(|(i, _)| i % 10 != 3).collect();
+    let kept: Vec<(usize, &(String, String))> = persons
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 3)
+        .collect();
     assert_eq!(kept.len(), 18_000);
     for (i, (d, p)) in kept {
         assert_eq!(spec.assign(d, p), first[i]);
     }
     // A different seed moves persons.
     let other = SplitSpec { seed: 1, ..spec };
-    let moved = persons.iter().zip(&first).filter(|((d, p), s)| other.assign(d, p) != **s).count();
+    let moved = persons
+        .iter()
+        .zip(&first)
+        .filter(|((d, p), s)| other.assign(d, p) != **s)
+        .count();
     assert!(moved > 5_000, "{moved}");
 }

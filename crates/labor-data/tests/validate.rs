@@ -28,9 +28,13 @@ PSID,,2001,EDUC,some_college,male,hispanic,west,1983,0.5
 ";
 
 fn read_csv(text: &str) -> Result<Panel, Vec<Problem>> {
-    read_panel_csv(text.as_bytes(), Taxonomy::embedded_default(), BuildOptions::default())
-        .map(|(p, _)| p)
-        .map_err(|e| e.0)
+    read_panel_csv(
+        text.as_bytes(),
+        Taxonomy::embedded_default(),
+        BuildOptions::default(),
+    )
+    .map(|(p, _)| p)
+    .map_err(|e| e.0)
 }
 
 #[test]
@@ -59,12 +63,12 @@ fn every_planted_defect_is_reported_with_line_and_field() {
     assert_eq!(
         found,
         vec![
-            (2, "label"),      // unknown label
-            (3, "year"),       // duplicate person-year (with line 2)
-            (4, "year"),       // non-numeric year
-            (5, "gender"),     // missing static field
-            (6, "education"),  // education outside the allowed set
-            (7, "person_id"),  // empty person id
+            (2, "label"),     // unknown label
+            (3, "year"),      // duplicate person-year (with line 2)
+            (4, "year"),      // non-numeric year
+            (5, "gender"),    // missing static field
+            (6, "education"), // education outside the allowed set
+            (7, "person_id"), // empty person id
         ],
         "{problems:#?}"
     );
@@ -78,14 +82,24 @@ fn every_planted_defect_is_reported_with_line_and_field() {
 #[test]
 fn unknown_labels_can_be_added_explicitly_and_are_reported() {
     let (p, report) = read_panel_csv(
-        DEFECTS.lines().take(2).map(|l| format!("{l}\n")).collect::<String>().as_bytes(),
+        DEFECTS
+            .lines()
+            .take(2)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
         Taxonomy::embedded_default(),
-        BuildOptions { add_unknown_labels: true },
+        BuildOptions {
+            add_unknown_labels: true,
+        },
     )
     .unwrap();
     assert_eq!(report.added_labels, ["99-999"]);
     let label = p.taxonomy.label(p.persons[0].records[0].label);
-    assert_eq!((label.code.as_str(), label.group.as_str()), ("99-999", "Unknown"));
+    assert_eq!(
+        (label.code.as_str(), label.group.as_str()),
+        ("99-999", "Unknown")
+    );
 }
 
 #[test]
@@ -98,18 +112,25 @@ D,2,2001,41-003,bachelors,male,white,west,2005,1
 ";
     let problems = read_csv(text).unwrap_err();
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["weight", "gender", "birth_year", "birth_year"], "{problems:#?}");
+    assert_eq!(
+        fields,
+        ["weight", "gender", "birth_year", "birth_year"],
+        "{problems:#?}"
+    );
     assert!(problems[1].expected.contains("line 2"), "{}", problems[1]);
 }
 
 #[test]
 fn header_problems_name_the_columns() {
-    let problems = read_csv("dataset,person_id,yr,label,education,gender,race\nD,1,2000,x,y,z,w\n").unwrap_err();
+    let problems = read_csv("dataset,person_id,yr,label,education,gender,race\nD,1,2000,x,y,z,w\n")
+        .unwrap_err();
     let found: Vec<&str> = problems.iter().map(|p| p.found.as_str()).collect();
     assert_eq!(found, ["yr", "", ""]);
     assert!(problems[1].expected.contains("`year`"));
     assert!(problems[2].expected.contains("`region`"));
-    let wrong_width = read_csv("dataset,person_id,year,label,education,gender,race,region\nD,1,2000\n").unwrap_err();
+    let wrong_width =
+        read_csv("dataset,person_id,year,label,education,gender,race,region\nD,1,2000\n")
+            .unwrap_err();
     assert_eq!(wrong_width[0].field, "row");
 }
 
@@ -150,5 +171,12 @@ fn parquet_problems_carry_row_numbers() {
         .collect();
     // Rows in written order: person 1 (3 rows), person 2 sorted by year, then PSID.
     assert_eq!(rows, [(Unit::Row, 3), (Unit::Row, 4), (Unit::Row, 5)]);
-    assert!(read_panel_parquet(bytes::Bytes::from_static(b"not parquet"), Taxonomy::embedded_default(), BuildOptions::default()).is_err());
+    assert!(
+        read_panel_parquet(
+            bytes::Bytes::from_static(b"not parquet"),
+            Taxonomy::embedded_default(),
+            BuildOptions::default()
+        )
+        .is_err()
+    );
 }

@@ -34,7 +34,10 @@ const STATIC_FIELDS: [(&str, Column); 4] = [
 pub fn is_career_file(name: &str) -> bool {
     name.split_once('.').is_some_and(|(s, f)| {
         s.parse::<Split>().is_ok()
-            && SEQ_FIELDS.iter().chain(&STATIC_FIELDS).any(|(n, _)| *n == f)
+            && SEQ_FIELDS
+                .iter()
+                .chain(&STATIC_FIELDS)
+                .any(|(n, _)| *n == f)
     })
 }
 
@@ -59,9 +62,12 @@ pub fn read_career(
 ) -> Result<(Panel, BuildReport), Problems> {
     let has_birth_year = files.keys().any(|k| k.ends_with(".year_of_birth"));
     let mut names: Vec<&str> = ["dataset", "person_id", "split"].into();
-    names.extend(SEQ_FIELDS.iter().chain(&STATIC_FIELDS).filter_map(|(_, c)| {
-        (*c != Column::BirthYear || has_birth_year).then_some(c.name())
-    }));
+    names.extend(
+        SEQ_FIELDS
+            .iter()
+            .chain(&STATIC_FIELDS)
+            .filter_map(|(_, c)| (*c != Column::BirthYear || has_birth_year).then_some(c.name())),
+    );
     let map = ColumnMap::from_header(&names, Location::line(0))?;
     let mut builder = PanelBuilder::new(taxonomy, options, &map);
     let mut structural = Vec::new();
@@ -115,7 +121,12 @@ pub fn read_career(
             let person_id = format!("{split}-{line}");
             let seqs: Vec<Vec<&str>> = SEQ_FIELDS
                 .iter()
-                .map(|(f, _)| contents[f][i].split(' ').filter(|t| !t.is_empty()).collect())
+                .map(|(f, _)| {
+                    contents[f][i]
+                        .split(' ')
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
                 .collect();
             let t = seqs[0].len();
             if t == 0 {
@@ -143,11 +154,14 @@ pub fn read_career(
                 continue;
             }
             for k in 0..t {
-                let mut fields: Vec<Option<&str>> = vec![Some(dataset), Some(&person_id), Some(split.as_str())];
+                let mut fields: Vec<Option<&str>> =
+                    vec![Some(dataset), Some(&person_id), Some(split.as_str())];
                 fields.extend(seqs.iter().map(|s| Some(s[k])));
-                fields.extend(STATIC_FIELDS.iter().filter_map(|(f, _)| {
-                    contents.get(f).map(|ls| Some(ls[i]))
-                }));
+                fields.extend(
+                    STATIC_FIELDS
+                        .iter()
+                        .filter_map(|(f, _)| contents.get(f).map(|ls| Some(ls[i]))),
+                );
                 builder.push(&RawRow::from_fields(
                     Location::line(line).in_file(file("job")),
                     &map,
@@ -177,10 +191,10 @@ pub fn read_career(
                             .chain(&STATIC_FIELDS)
                             .find(|(_, c)| c.name() == p.field)
                             .map(|(f, _)| *f);
-                        if let (Some(f), Some(cur)) = (field_file, &loc.file) {
-                            if let Some((s, "job")) = cur.split_once('.') {
-                                loc.file = Some(format!("{s}.{f}"));
-                            }
+                        if let (Some(f), Some(cur)) = (field_file, &loc.file)
+                            && let Some((s, "job")) = cur.split_once('.')
+                        {
+                            loc.file = Some(format!("{s}.{f}"));
                         }
                     }
                     p
@@ -212,14 +226,26 @@ pub fn write_career(panel: &Panel, spec: &SplitSpec) -> CareerFiles {
                 b.push_str(&s);
                 b.push('\n');
             };
-            push(&mut bufs, "job", seq(&|r| panel.taxonomy.label(r.label).code.clone()));
+            push(
+                &mut bufs,
+                "job",
+                seq(&|r| panel.taxonomy.label(r.label).code.clone()),
+            );
             push(&mut bufs, "year", seq(&|r| r.year.to_string()));
-            push(&mut bufs, "education", seq(&|r| r.education.as_str().to_string()));
+            push(
+                &mut bufs,
+                "education",
+                seq(&|r| r.education.as_str().to_string()),
+            );
             push(&mut bufs, "ethnicity", p.race.clone());
             push(&mut bufs, "gender", p.gender.clone());
             push(&mut bufs, "location", p.region.clone());
             if with_birth {
-                push(&mut bufs, "year_of_birth", p.birth_year.map(|b| b.to_string()).unwrap_or_default());
+                push(
+                    &mut bufs,
+                    "year_of_birth",
+                    p.birth_year.map(|b| b.to_string()).unwrap_or_default(),
+                );
             }
         }
         for (f, content) in bufs {

@@ -34,8 +34,13 @@ pub fn read_panel_parquet<R: ChunkReader + 'static>(
     taxonomy: Taxonomy,
     options: BuildOptions,
 ) -> Result<(Panel, BuildReport), Problems> {
-    let not_parquet =
-        |e: parquet::errors::ParquetError| Problems(vec![Problem::global("file", e.to_string(), "a readable Parquet file")]);
+    let not_parquet = |e: parquet::errors::ParquetError| {
+        Problems(vec![Problem::global(
+            "file",
+            e.to_string(),
+            "a readable Parquet file",
+        )])
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(not_parquet)?;
     let names: Vec<String> = builder
         .schema()
@@ -52,12 +57,21 @@ pub fn read_panel_parquet<R: ChunkReader + 'static>(
     let mut row_no: u64 = 0;
     for batch in batches {
         let batch = batch.map_err(|e| {
-            Problems(vec![Problem::global("file", e.to_string(), "a readable Parquet file")])
+            Problems(vec![Problem::global(
+                "file",
+                e.to_string(),
+                "a readable Parquet file",
+            )])
         })?;
         let mut text: Vec<StringArray> = Vec::with_capacity(names.len());
         for (i, col) in batch.columns().iter().enumerate() {
             match arrow_cast::cast(col, &DataType::Utf8) {
-                Ok(a) => text.push(a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone()),
+                Ok(a) => text.push(
+                    a.as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("cast to Utf8")
+                        .clone(),
+                ),
                 Err(_) => {
                     return Err(Problems(vec![Problem::global(
                         names[i].clone(),
@@ -80,7 +94,10 @@ pub fn read_panel_parquet<R: ChunkReader + 'static>(
 }
 
 /// Writes a panel as Parquet (Snappy-compressed, persons in order, records by year).
-pub fn write_panel_parquet<W: Write + Send>(panel: &Panel, writer: W) -> parquet::errors::Result<()> {
+pub fn write_panel_parquet<W: Write + Send>(
+    panel: &Panel,
+    writer: W,
+) -> parquet::errors::Result<()> {
     let cols = output_columns(panel);
     let schema = Arc::new(Schema::new(
         cols.iter()
@@ -92,7 +109,10 @@ pub fn write_panel_parquet<W: Write + Send>(panel: &Panel, writer: W) -> parquet
         .set_created_by(format!("labor-llm {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut w = ArrowWriter::try_new(writer, schema.clone(), Some(props))?;
-    let rows = panel.persons.iter().flat_map(|p| p.records.iter().map(move |r| (p, r)));
+    let rows = panel
+        .persons
+        .iter()
+        .flat_map(|p| p.records.iter().map(move |r| (p, r)));
     let mut pending: Vec<_> = Vec::with_capacity(BATCH_ROWS);
     let flush = |pending: &mut Vec<_>, w: &mut ArrowWriter<W>| -> parquet::errors::Result<()> {
         if pending.is_empty() {
@@ -127,7 +147,11 @@ fn column_array(
         Column::Year | Column::BirthYear => {
             let mut b = Int32Builder::with_capacity(rows.len());
             for (p, r) in rows {
-                b.append_option(if c == Column::Year { Some(r.year) } else { p.birth_year });
+                b.append_option(if c == Column::Year {
+                    Some(r.year)
+                } else {
+                    p.birth_year
+                });
             }
             Arc::new(b.finish())
         }

@@ -1,0 +1,312 @@
+//! End-to-end tests of the `labor` binary: exit codes, messages, files written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn labor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_labor"))
+        .args(args)
+        .output()
+        .expect("run labor")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const CLEAN: &str = "\
+dataset,person_id,year,label,education,gender,race,region,birth_year
+NLSY79,1,1982,41-003,high_school_diploma,female,black,northcentral,1962
+NLSY79,1,1983,UNEMP,high_school_diploma,female,black,northcentral,1962
+NLSY79,1,1986,29-033,associates,female,black,northcentral,1962
+NLSY79,2,1990,53-008,less_than_high_school,male,white,south,1960
+PSID,,2001,EDUC,some_college,male,hispanic,west,1983
+";
+
+#[test]
+fn validate_reports_each_planted_defect_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.csv");
+    std::fs::write(&clean, CLEAN.replace("PSID,,", "PSID,7,")).unwrap();
+    let o = labor(&["data", "validate", p(&clean)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .contains("valid panel: 3 persons, 5 person-years, 2 dataset(s)"),
+        "{:?}",
+        text(&o)
+    );
+
+    // Six planted defects: unknown label (line 2), duplicate person-year (line 3), non-numeric
+    // year (line 4), missing static field (line 5), education outside the set (line 6), empty
+    // person id (line 7).
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "dataset,person_id,year,label,education,gender,race,region,birth_year\n\
+         NLSY79,1,1982,99-999,high_school_diploma,female,black,northcentral,1962\n\
+         NLSY79,1,1982,UNEMP,high_school_diploma,female,black,northcentral,1962\n\
+         NLSY79,1,19x6,29-033,associates,female,black,northcentral,1962\n\
+         NLSY79,2,1990,53-008,less_than_high_school,male,white,,1960\n\
+         NLSY79,2,1991,53-008,college,male,white,south,1960\n\
+         PSID,,2001,EDUC,some_college,male,hispanic,west,1983\n",
+    )
+    .unwrap();
+    let o = labor(&["data", "validate", p(&bad)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let f = p(&bad);
+    for expected in [
+        format!("{f}: line 2: field `label`: found \"99-999\""),
+        format!(
+            "{f}: line 3: field `year`: found \"1982\"; expected one record per person and year (line 2"
+        ),
+        format!("{f}: line 4: field `year`: found \"19x6\""),
+        format!("{f}: line 5: field `region`: found an empty value"),
+        format!("{f}: line 6: field `education`: found \"college\""),
+        format!("{f}: line 7: field `person_id`: found an empty value"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in\n{err}");
+    }
+    assert!(err.contains("invalid: 6 problem(s)"), "{err}");
+}
+
+#[test]
+fn bad_invocations_fail_clearly() {
+    let o = labor(&["data", "validate", "/nonexistent/panel.csv"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("cannot open /nonexistent/panel.csv"),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&["data", "validate", "panel.txt"]);
+    assert!(
+        text(&o).1.contains("cannot tell the format"),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&["--version"]);
+    assert!(text(&o).0.starts_with("labor 0.1.0"));
+    let o = labor(&["data", "--help"]);
+    for cmd in ["validate", "stats", "convert", "import", "split"] {
+        assert!(text(&o).0.contains(cmd), "{cmd}");
+    }
+}
+
+fn shared_sample() -> Option<PathBuf> {
+    let dir = std::env::var_os("LABOR_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .join("career-sample-data");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent (set LABOR_SHARED_DATA to the shared data folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn career_sample_converts_to_parquet_and_back_byte_for_byte() {
+    let Some(sample) = shared_sample() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("career.parquet");
+    let o = labor(&["data", "convert", p(&sample), p(&pq)]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "unknown O*NET codes are errors by default: {:?}",
+        text(&o)
+    );
+    assert!(
+        text(&o)
+            .1
+            .contains("train.job: line 1: field `label`: found \"31-2021\""),
+        "{}",
+        text(&o).1
+    );
+
+    let o = labor(&[
+        "data",
+        "convert",
+        p(&sample),
+        p(&pq),
+        "--add-unknown-labels",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("added"),
+        "the added labels are reported"
+    );
+    let back = dir.path().join("career");
+    let o = labor(&[
+        "data",
+        "convert",
+        p(&pq),
+        p(&back),
+        "--add-unknown-labels",
+        "--to",
+        "career",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let mut n = 0;
+    for e in std::fs::read_dir(&sample).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("LICENSE") || name == "README.md" {
+            continue;
+        }
+        let a = std::fs::read(sample.join(&name)).unwrap();
+        let b = std::fs::read(back.join(&name)).unwrap_or_default();
+        assert_eq!(a, b, "{name} differs");
+        n += 1;
+    }
+    assert_eq!(n, 18);
+}
+
+/// A panel CSV of `n` persons with two records each.
+fn panel_csv(ids: impl Iterator<Item = usize>) -> String {
+    let mut s = String::from("dataset,person_id,year,label,education,gender,race,region\n");
+    for i in ids {
+        for y in [2000, 2001] {
+            s.push_str(&format!(
+                "PSID,{i},{y},41-003,bachelors,female,white,west\n"
+            ));
+        }
+    }
+    s
+}
+
+fn splits_of(csv: &str) -> std::collections::HashMap<String, String> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_string(), f[8].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn split_is_deterministic_and_stable_when_persons_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all.csv");
+    std::fs::write(&all, panel_csv(0..2000)).unwrap();
+    let some = dir.path().join("some.csv");
+    std::fs::write(&some, panel_csv((0..2000).filter(|i| i % 10 != 0))).unwrap();
+    let run = |input: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = labor(&["data", "split", p(input), "--out", p(&out)]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        splits_of(&std::fs::read_to_string(out).unwrap())
+    };
+    let a = run(&all, "a.csv");
+    let b = run(&all, "b.csv");
+    let c = run(&some, "c.csv");
+    assert_eq!(a, b);
+    assert_eq!(c.len(), 1800);
+    for (id, s) in &c {
+        assert_eq!(&a[id], s, "person {id} moved");
+    }
+    let train = a.values().filter(|s| *s == "train").count();
+    assert!((1300..1500).contains(&train), "{train}");
+    // A panel that already has splits is not silently reassigned.
+    let o = labor(&[
+        "data",
+        "split",
+        p(&dir.path().join("a.csv")),
+        "--out",
+        p(&dir.path().join("d.csv")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--overwrite"));
+}
+
+#[test]
+fn worked_import_example_gives_the_documented_stats() {
+    let ex = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/import");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nlsy.parquet");
+    let o = labor(&[
+        "data",
+        "import",
+        "--mapping",
+        p(&ex.join("mapping.toml")),
+        p(&ex.join("extract.csv")),
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .contains("waves not interviewed (all wave fields missing): 2")
+    );
+    let o = labor(&["data", "stats", p(&out), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["persons"], 6);
+    assert_eq!(s["person_years"], 22);
+    assert_eq!(s["annual_occupation_changes"], 2);
+    assert_eq!(s["annual_occupation_pairs"], 7);
+    assert_eq!(s["persons_with_gap"], 5);
+    let o = labor(&["data", "stats", p(&out)]);
+    assert!(
+        text(&o)
+            .0
+            .contains("annual occupation-change rate 28.57% (2 of 7"),
+        "{}",
+        text(&o).0
+    );
+}
+
+#[test]
+fn taxonomy_export_validates_and_bad_taxonomy_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("tax.csv");
+    assert_eq!(
+        labor(&["taxonomy", "export", "--out", p(&t)]).status.code(),
+        Some(0)
+    );
+    let o = labor(&["taxonomy", "validate", p(&t)]);
+    assert!(
+        text(&o).0.contains("valid taxonomy: 448 occupations"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::write(&t, "code,title,group\nA,Cooks,Food\nB,COOKS,Food\n").unwrap();
+    let o = labor(&["taxonomy", "validate", p(&t)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o)
+            .1
+            .contains("line 3: field `title`: found \"COOKS\""),
+        "{}",
+        text(&o).1
+    );
+}
+
+#[test]
+fn env_runs_the_tensor_self_check() {
+    let o = labor(&["env", "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains(
+            "self-check on Cpu: softmax·W = [[0.755271, 0.909969], [0.666667, 0.666667]]"
+        ),
+        "{}",
+        text(&o).0
+    );
+}
