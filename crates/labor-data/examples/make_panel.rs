@@ -9,17 +9,25 @@ use labor_data::{Education, Taxonomy};
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let rows: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let out = args.get(2).map(String::as_str).unwrap_or("panel.csv");
     let tax = Taxonomy::embedded_default();
     let codes: Vec<&str> = tax.labels().iter().map(|l| l.code.as_str()).collect();
     let mut state: u64 = 0x2406_1797_2024;
     let mut rnd = move |n: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) % n
     };
     let mut w = BufWriter::new(std::fs::File::create(out)?);
-    writeln!(w, "dataset,person_id,year,label,education,gender,race,region,birth_year,weight")?;
+    writeln!(
+        w,
+        "dataset,person_id,year,label,education,gender,race,region,birth_year,weight"
+    )?;
     let (mut written, mut person) = (0usize, 0u64);
     while written < rows {
         person += 1;

@@ -65,10 +65,6 @@ impl Panel {
     pub fn has_split(&self) -> bool {
         self.persons.iter().any(|p| p.split.is_some())
     }
-    /// Keeps the persons for which `keep` holds.
-    pub fn retain(&mut self, keep: impl FnMut(&Person) -> bool) {
-        self.persons.retain(keep);
-    }
 }
 
 /// The panel's columns, in the order files are written.
