@@ -9,6 +9,7 @@ pub mod education;
 pub mod formats;
 pub mod import;
 pub mod panel;
+pub mod predictions;
 pub mod problem;
 pub mod split;
 pub mod stats;

@@ -1,0 +1,153 @@
+//! The predictions schema (SPEC §7.1): one row per model × evaluated person-year. Every model
+//! writes it and every table or plot is computed from it.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, Int32Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::split::Split;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionRow {
+    pub model: String,
+    pub dataset: String,
+    pub person_id: String,
+    pub split: Split,
+    pub year: i32,
+    /// 1-based index of the record in the person's history.
+    pub t: i32,
+    pub label: String,
+    pub prev_label: Option<String>,
+    /// Natural log of the model's probability of the true label (unnormalized for LMs).
+    pub logp: f64,
+    /// The same renormalized over the K valid labels.
+    pub logp_norm: f64,
+    /// Probability mass outside the valid labels (0 for normalized models).
+    pub leak: f64,
+    /// Normalized probability of `prev_label` (None at t = 1).
+    pub p_stay: Option<f64>,
+    /// Normalized probability of any occupation or `Unemployed`.
+    pub p_in_lf: f64,
+    /// The 5 most probable labels with their normalized probabilities.
+    pub top: Vec<(String, f64)>,
+}
+
+/// The Arrow schema of prediction files.
+pub fn schema() -> Arc<Schema> {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    let i = |n: &str| Field::new(n, DataType::Int32, false);
+    let f = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
+    Arc::new(Schema::new(vec![
+        s("model", false),
+        s("dataset", false),
+        s("person_id", false),
+        s("split", false),
+        i("year"),
+        i("t"),
+        s("label", false),
+        s("prev_label", true),
+        f("logp", false),
+        f("logp_norm", false),
+        f("leak", false),
+        f("p_stay", true),
+        f("p_in_lf", false),
+        s("top", false),
+    ]))
+}
+
+/// The `top` column's JSON text: `[["code", p], ...]`.
+pub fn top_json(top: &[(String, f64)]) -> String {
+    serde_json::to_string(top).expect("serializable")
+}
+
+/// Streams prediction rows into a Parquet file, in batches.
+pub struct PredictionWriter<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    pending: Vec<PredictionRow>,
+    rows: u64,
+}
+
+const BATCH: usize = 65_536;
+
+impl<W: Write + Send> PredictionWriter<W> {
+    pub fn new(w: W) -> parquet::errors::Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        Ok(Self {
+            writer: ArrowWriter::try_new(w, schema(), Some(props))?,
+            pending: Vec::with_capacity(BATCH),
+            rows: 0,
+        })
+    }
+
+    pub fn push(&mut self, row: PredictionRow) -> parquet::errors::Result<()> {
+        self.pending.push(row);
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> parquet::errors::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let n = self.pending.len();
+        let mut strs: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
+        let (mut year, mut t) = (Int32Builder::with_capacity(n), Int32Builder::with_capacity(n));
+        let mut fl: Vec<Float64Builder> = (0..5).map(|_| Float64Builder::with_capacity(n)).collect();
+        for r in &self.pending {
+            strs[0].append_value(&r.model);
+            strs[1].append_value(&r.dataset);
+            strs[2].append_value(&r.person_id);
+            strs[3].append_value(r.split.as_str());
+            strs[4].append_value(&r.label);
+            strs[5].append_option(r.prev_label.as_deref());
+            strs[6].append_value(top_json(&r.top));
+            year.append_value(r.year);
+            t.append_value(r.t);
+            fl[0].append_value(r.logp);
+            fl[1].append_value(r.logp_norm);
+            fl[2].append_value(r.leak);
+            fl[3].append_option(r.p_stay);
+            fl[4].append_value(r.p_in_lf);
+        }
+        let mut s: Vec<ArrayRef> = strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let mut f: Vec<ArrayRef> = fl.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let top = s.pop().expect("top");
+        let cols: Vec<ArrayRef> = vec![
+            s[0].clone(),
+            s[1].clone(),
+            s[2].clone(),
+            s[3].clone(),
+            Arc::new(year.finish()),
+            Arc::new(t.finish()),
+            s[4].clone(),
+            s[5].clone(),
+            f.remove(0),
+            f.remove(0),
+            f.remove(0),
+            f.remove(0),
+            f.remove(0),
+            top,
+        ];
+        self.writer.write(&RecordBatch::try_new(schema(), cols)?)?;
+        self.rows += n as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending and closes the file; returns the number of rows written.
+    pub fn finish(mut self) -> parquet::errors::Result<u64> {
+        self.flush()?;
+        self.writer.close()?;
+        Ok(self.rows)
+    }
+}
