@@ -3,6 +3,7 @@
 mod data;
 mod demo;
 mod io;
+mod synth;
 mod taxonomy;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     /// The label taxonomy: show, validate or export it.
     #[command(subcommand)]
     Taxonomy(taxonomy::TaxonomyCommand),
+    /// Generate a synthetic labor market with exact oracle probabilities, or report on one.
+    Synth(synth::SynthArgs),
     /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
     Env(EnvArgs),
     /// Run the end-to-end demo on the embedded defaults and write its outputs to a folder.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Data(c) => data::run(c),
         Command::Taxonomy(c) => taxonomy::run(c),
+        Command::Synth(a) => synth::run(a),
         Command::Env(a) => env(a),
         Command::Demo(a) => demo::run(a),
     };

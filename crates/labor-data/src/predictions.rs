@@ -100,9 +100,15 @@ impl<W: Write + Send> PredictionWriter<W> {
             return Ok(());
         }
         let n = self.pending.len();
-        let mut strs: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
-        let (mut year, mut t) = (Int32Builder::with_capacity(n), Int32Builder::with_capacity(n));
-        let mut fl: Vec<Float64Builder> = (0..5).map(|_| Float64Builder::with_capacity(n)).collect();
+        let mut strs: Vec<StringBuilder> = (0..7)
+            .map(|_| StringBuilder::with_capacity(n, n * 8))
+            .collect();
+        let (mut year, mut t) = (
+            Int32Builder::with_capacity(n),
+            Int32Builder::with_capacity(n),
+        );
+        let mut fl: Vec<Float64Builder> =
+            (0..5).map(|_| Float64Builder::with_capacity(n)).collect();
         for r in &self.pending {
             strs[0].append_value(&r.model);
             strs[1].append_value(&r.dataset);
@@ -119,8 +125,14 @@ impl<W: Write + Send> PredictionWriter<W> {
             fl[3].append_option(r.p_stay);
             fl[4].append_value(r.p_in_lf);
         }
-        let mut s: Vec<ArrayRef> = strs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let mut f: Vec<ArrayRef> = fl.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let mut s: Vec<ArrayRef> = strs
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let mut f: Vec<ArrayRef> = fl
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
         let top = s.pop().expect("top");
         let cols: Vec<ArrayRef> = vec![
             s[0].clone(),
@@ -150,4 +162,106 @@ impl<W: Write + Send> PredictionWriter<W> {
         self.writer.close()?;
         Ok(self.rows)
     }
+}
+
+/// Writes full distributions: one row per (model, dataset, person_id, t) and one float64 column
+/// per label, named by its code, in taxonomy order.
+pub fn write_full_distributions<'a, W: Write + Send>(
+    w: W,
+    codes: &[String],
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a str, i32, &'a [f64])>,
+) -> parquet::errors::Result<u64> {
+    let mut fields = vec![
+        Field::new("model", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("t", DataType::Int32, false),
+    ];
+    fields.extend(
+        codes
+            .iter()
+            .map(|c| Field::new(c, DataType::Float64, false)),
+    );
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(w, schema.clone(), Some(props))?;
+    let mut n = 0u64;
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(4096).collect();
+        let mut s: Vec<StringBuilder> = (0..3).map(|_| StringBuilder::new()).collect();
+        let mut t = Int32Builder::new();
+        let mut probs: Vec<Float64Builder> = codes
+            .iter()
+            .map(|_| Float64Builder::with_capacity(chunk.len()))
+            .collect();
+        for (model, dataset, person, tt, p) in &chunk {
+            s[0].append_value(model);
+            s[1].append_value(dataset);
+            s[2].append_value(person);
+            t.append_value(*tt);
+            for (b, x) in probs.iter_mut().zip(p.iter()) {
+                b.append_value(*x);
+            }
+        }
+        let mut cols: Vec<ArrayRef> = s
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        cols.push(Arc::new(t.finish()));
+        cols.extend(probs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        n += chunk.len() as u64;
+    }
+    writer.close()?;
+    Ok(n)
+}
+
+/// Reads `(dataset, person_id, t, logp)` of every row of a predictions file.
+pub fn read_logp<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Result<Vec<(String, String, i32, f64)>, String> {
+    use arrow_array::{Float64Array, Int32Array, StringArray};
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in b.build().map_err(|e| e.to_string())? {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no column `{name}` in the predictions file"))
+        };
+        let ds = col("dataset")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("`dataset` is not a string column")?
+            .clone();
+        let pid = col("person_id")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("`person_id` is not a string column")?
+            .clone();
+        let t = col("t")?
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or("`t` is not an int32 column")?
+            .clone();
+        let lp = col("logp")?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or("`logp` is not a float64 column")?
+            .clone();
+        for i in 0..batch.num_rows() {
+            out.push((
+                ds.value(i).to_string(),
+                pid.value(i).to_string(),
+                t.value(i),
+                lp.value(i),
+            ));
+        }
+    }
+    Ok(out)
 }

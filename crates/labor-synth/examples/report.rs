@@ -9,12 +9,26 @@ fn main() {
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3000);
     let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     for (name, _) in PRESETS {
-        let g = Generator::new(World::preset(name).unwrap(), Taxonomy::embedded_default(), seed).unwrap();
+        let g = Generator::new(
+            World::preset(name).unwrap(),
+            Taxonomy::embedded_default(),
+            seed,
+        )
+        .unwrap();
         let t0 = std::time::Instant::now();
         let workers = g.generate(n, 2, 0, &|_| {});
         let secs = t0.elapsed().as_secs_f64();
-        let logp: Vec<Vec<f64>> = workers.iter().map(|w| w.oracle.iter().map(|o| o.logp).collect()).collect();
-        let panel = Panel { taxonomy: g.taxonomy.clone(), persons: workers.into_iter().map(|w| w.person).collect() };
-        println!("{name} ({n} workers, {secs:.2} s)\n{}", report(&panel, &logp, &SplitSpec::default()));
+        let logp: Vec<Vec<f64>> = workers
+            .iter()
+            .map(|w| w.oracle.iter().map(|o| o.logp).collect())
+            .collect();
+        let panel = Panel {
+            taxonomy: g.taxonomy.clone(),
+            persons: workers.into_iter().map(|w| w.person).collect(),
+        };
+        println!(
+            "{name} ({n} workers, {secs:.2} s)\n{}",
+            report(&panel, &logp, &SplitSpec::default())
+        );
     }
 }

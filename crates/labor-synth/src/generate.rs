@@ -68,7 +68,12 @@ pub fn top_n(p: &[f64], n: usize) -> Vec<(usize, f64)> {
 impl Generator {
     pub fn new(world: World, taxonomy: Taxonomy, seed: u64) -> Result<Self, String> {
         let market = Market::new(&world, &taxonomy)?;
-        Ok(Self { world, taxonomy, market, seed })
+        Ok(Self {
+            world,
+            taxonomy,
+            market,
+            seed,
+        })
     }
 
     pub fn model(&self) -> LabelModel<'_> {
@@ -96,7 +101,11 @@ impl Generator {
             let race = pick(&mut r, &p.race);
             let region = pick(&mut r, &p.region);
             let birth = r.range(p.birth_years[0], p.birth_years[1]);
-            let cohort = if w.dynamics.cohorts { (birth - 1960) as f64 / 10.0 } else { 0.0 };
+            let cohort = if w.dynamics.cohorts {
+                (birth - 1960) as f64 / 10.0
+            } else {
+                0.0
+            };
             let edu_w: Vec<f64> = Education::ALL
                 .iter()
                 .map(|e| {
@@ -134,15 +143,28 @@ impl Generator {
             };
             let nz = w.types.prior.len();
             let k = model.k;
-            let mut post: Vec<f64> = w.types.prior.iter().map(|x| x / w.types.prior.iter().sum::<f64>()).collect();
+            let mut post: Vec<f64> = w
+                .types
+                .prior
+                .iter()
+                .map(|x| x / w.types.prior.iter().sum::<f64>())
+                .collect();
             let mut d = vec![0.0; nz * k];
             let mut q = vec![0.0; k];
             let mut hist: Vec<Past> = Vec::with_capacity(years.len());
             let mut oracle = Vec::with_capacity(years.len());
             for y in years {
                 let age = y - birth;
-                let edu = (0..=final_edu).rev().find(|&l| ATTAIN_AGE[l] <= age).unwrap_or(0);
-                let rec = Record { year: y, label: labor_data::LabelId(0), education: Education::ALL[edu], weight: None };
+                let edu = (0..=final_edu)
+                    .rev()
+                    .find(|&l| ATTAIN_AGE[l] <= age)
+                    .unwrap_or(0);
+                let rec = Record {
+                    year: y,
+                    label: labor_data::LabelId(0),
+                    education: Education::ALL[edu],
+                    weight: None,
+                };
                 let cov = Covariates::of(&person, &rec);
                 q.fill(0.0);
                 for zz in 0..nz {
@@ -153,20 +175,29 @@ impl Generator {
                     }
                 }
                 let label = r.categorical(&d[z * k..(z + 1) * k]);
-                let total: f64 = post.iter().enumerate().map(|(zz, pz)| pz * d[zz * k + label]).sum();
+                let total: f64 = post
+                    .iter()
+                    .enumerate()
+                    .map(|(zz, pz)| pz * d[zz * k + label])
+                    .sum();
                 for (zz, pz) in post.iter_mut().enumerate() {
                     *pz *= d[zz * k + label] / total;
                 }
                 oracle.push(OracleRecord {
                     logp: q[label].ln(),
                     p_stay: hist.last().map(|&(_, l)| q[l]),
-                    p_in_lf: 1.0 - q[labor_data::taxonomy::NOT_IN_LABOR_FORCE.index()] - q[labor_data::taxonomy::IN_EDUCATION.index()],
+                    p_in_lf: 1.0
+                        - q[labor_data::taxonomy::NOT_IN_LABOR_FORCE.index()]
+                        - q[labor_data::taxonomy::IN_EDUCATION.index()],
                     top: top_n(&q, 5),
                     sum: q.iter().sum(),
                     full: keep_full.then(|| q.clone()),
                 });
                 hist.push((y, label));
-                person.records.push(Record { label: labor_data::LabelId(label as u32), ..rec });
+                person.records.push(Record {
+                    label: labor_data::LabelId(label as u32),
+                    ..rec
+                });
             }
             return Worker { person, oracle, z };
         }
@@ -175,7 +206,13 @@ impl Generator {
     /// Samples workers `0..n` on `threads` threads (the result does not depend on the number
     /// of threads). Full distributions are kept for the first `full` workers. `progress` is
     /// called with the number of workers done so far.
-    pub fn generate(&self, n: usize, threads: usize, full: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<Worker> {
+    pub fn generate(
+        &self,
+        n: usize,
+        threads: usize,
+        full: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Vec<Worker> {
         let threads = threads.max(1).min(n.max(1));
         let chunk = n.div_ceil(threads);
         let done = std::sync::atomic::AtomicUsize::new(0);
@@ -200,7 +237,10 @@ impl Generator {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("worker thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker thread"))
+                .collect()
         });
         parts.into_iter().flatten().collect()
     }

@@ -12,7 +12,22 @@ use crate::world::World;
 
 /// Words that do not make two titles related.
 const STOPWORDS: &[&str] = &[
-    "and", "or", "of", "the", "all", "other", "in", "for", "except", "including", "a", "to", "on", "as", "by", "with",
+    "and",
+    "or",
+    "of",
+    "the",
+    "all",
+    "other",
+    "in",
+    "for",
+    "except",
+    "including",
+    "a",
+    "to",
+    "on",
+    "as",
+    "by",
+    "with",
 ];
 
 #[derive(Debug, Clone)]
@@ -67,8 +82,14 @@ impl Market {
     pub fn new(world: &World, taxonomy: &Taxonomy) -> Result<Market, String> {
         let m = &world.market;
         let labels = taxonomy.labels();
-        let first_label = labels.iter().position(|l| l.kind == LabelKind::Occupation).ok_or("the taxonomy has no occupations")?;
-        if labels[first_label..].iter().any(|l| l.kind != LabelKind::Occupation) {
+        let first_label = labels
+            .iter()
+            .position(|l| l.kind == LabelKind::Occupation)
+            .ok_or("the taxonomy has no occupations")?;
+        if labels[first_label..]
+            .iter()
+            .any(|l| l.kind != LabelKind::Occupation)
+        {
             return Err("the taxonomy must list the special labels before the occupations".into());
         }
         let mut occupations = Vec::new();
@@ -80,7 +101,10 @@ impl Market {
                 .position(|g| g.name == l.group)
                 .ok_or_else(|| format!("occupation {} is in group {:?}, which the world's market does not describe", l.code, l.group))?;
             group_members[g].push(j);
-            occupations.push(Occupation { group: g, log_size: 0.0 });
+            occupations.push(Occupation {
+                group: g,
+                log_size: 0.0,
+            });
         }
         for (g, members) in group_members.iter().enumerate() {
             let share = m.group[g].share;
@@ -90,10 +114,15 @@ impl Market {
             for &j in members {
                 let code = &labels[first_label + j].code;
                 let mut r = Rng::new(m.market_seed, person_hash(m.market_seed, "size", code));
-                occupations[j].log_size = (share / members.len() as f64).ln() + m.size_sd * r.normal() - m.size_sd * m.size_sd / 2.0;
+                occupations[j].log_size = (share / members.len() as f64).ln()
+                    + m.size_sd * r.normal()
+                    - m.size_sd * m.size_sd / 2.0;
             }
         }
-        let word_sets: Vec<BTreeSet<String>> = labels[first_label..].iter().map(|l| words(&l.title)).collect();
+        let word_sets: Vec<BTreeSet<String>> = labels[first_label..]
+            .iter()
+            .map(|l| words(&l.title))
+            .collect();
         let mut by_word: HashMap<&str, Vec<usize>> = HashMap::new();
         for (j, ws) in word_sets.iter().enumerate() {
             for w in ws {
@@ -111,7 +140,11 @@ impl Market {
             .collect();
         let mut r = Rng::new(m.market_seed, 7);
         let taste = (0..world.types.prior.len())
-            .map(|_| (0..m.group.len()).map(|_| m.taste_sd * r.normal()).collect())
+            .map(|_| {
+                (0..m.group.len())
+                    .map(|_| m.taste_sd * r.normal())
+                    .collect()
+            })
             .collect();
         Ok(Market {
             occupations,
@@ -172,6 +205,9 @@ pub struct BaseCache {
 
 impl BaseCache {
     pub fn get(&mut self, market: &Market, world: &World, key: BaseKey) -> Arc<Base> {
-        self.map.entry(key).or_insert_with(|| Arc::new(market.base(world, key))).clone()
+        self.map
+            .entry(key)
+            .or_insert_with(|| Arc::new(market.base(world, key)))
+            .clone()
     }
 }

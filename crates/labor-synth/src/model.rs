@@ -26,7 +26,10 @@ impl Covariates {
         Covariates {
             year: record.year,
             age: record.year - birth_year,
-            edu: labor_data::Education::ALL.iter().position(|e| *e == record.education).unwrap_or(0),
+            edu: labor_data::Education::ALL
+                .iter()
+                .position(|e| *e == record.education)
+                .unwrap_or(0),
             sex: sex_of(&person.gender),
             birth_year,
         }
@@ -64,15 +67,29 @@ impl<'a> LabelModel<'a> {
         }
     }
 
-    fn state_logit(&self, c: &StateCoef, z: usize, cov: &Covariates, prev: Option<(usize, i32)>) -> f64 {
+    fn state_logit(
+        &self,
+        c: &StateCoef,
+        z: usize,
+        cov: &Covariates,
+        prev: Option<(usize, i32)>,
+    ) -> f64 {
         let w = self.world;
         let mut x = c.base + c.edu * cov.edu as f64 + w.types.nonwork_shift[z];
         if let Some((kind, gap)) = prev {
-            let decay = if w.dynamics.gap { w.nonwork.persistence_decay.powi(gap - 1) } else { 1.0 };
+            let decay = if w.dynamics.gap {
+                w.nonwork.persistence_decay.powi(gap - 1)
+            } else {
+                1.0
+            };
             x += c.after[kind] * decay;
         }
         if cov.sex == 1 {
-            let cohort = if w.dynamics.cohorts { (cov.birth_year - 1960) as f64 / 10.0 } else { 0.0 };
+            let cohort = if w.dynamics.cohorts {
+                (cov.birth_year - 1960) as f64 / 10.0
+            } else {
+                0.0
+            };
             x += c.female + c.female_cohort * cohort;
         }
         if cov.age < 25 {
@@ -83,7 +100,14 @@ impl<'a> LabelModel<'a> {
     }
 
     /// Writes P(label | type z, history `hist`, covariates `cov`) into `out` (length K).
-    pub fn dist(&self, z: usize, hist: &[Past], cov: &Covariates, cache: &mut BaseCache, out: &mut [f64]) {
+    pub fn dist(
+        &self,
+        z: usize,
+        hist: &[Past],
+        cov: &Covariates,
+        cache: &mut BaseCache,
+        out: &mut [f64],
+    ) {
         let w = self.world;
         let d = &w.dynamics;
         let first = self.market.first_label;
@@ -111,7 +135,12 @@ impl<'a> LabelModel<'a> {
         let base = cache.get(
             self.market,
             w,
-            BaseKey { z: z as u8, edu: cov.edu as u8, sex: cov.sex, year: cov.year as i16 },
+            BaseKey {
+                z: z as u8,
+                edu: cov.edu as u8,
+                sex: cov.sex,
+                year: cov.year as i16,
+            },
         );
         let b = &base.p;
         let occ = &mut out[first..];
@@ -125,8 +154,13 @@ impl<'a> LabelModel<'a> {
                     }
                     start = y;
                 }
-                let tenure = if d.tenure { (py - start + 1) as f64 } else { 1.0 };
-                let mut s = d.stay_base + d.stay_tenure * (1.0 + tenure).ln() + w.types.stay_shift[z];
+                let tenure = if d.tenure {
+                    (py - start + 1) as f64
+                } else {
+                    1.0
+                };
+                let mut s =
+                    d.stay_base + d.stay_tenure * (1.0 + tenure).ln() + w.types.stay_shift[z];
                 if d.gap {
                     s -= d.stay_gap * (gap - 1) as f64;
                 }
@@ -148,9 +182,21 @@ impl<'a> LabelModel<'a> {
                 let group_rest = base.group_sum[g] - b[p];
                 let nbrs = &self.market.neighbours[p];
                 let nbr_sum: f64 = nbrs.iter().map(|&n| b[n]).sum();
-                let ret = if earlier.is_empty() { 0.0 } else { d.move_return };
-                let grp = if d.related_moves && group_rest > 0.0 { d.move_group } else { 0.0 };
-                let wrd = if d.related_moves && nbr_sum > 0.0 { d.move_word } else { 0.0 };
+                let ret = if earlier.is_empty() {
+                    0.0
+                } else {
+                    d.move_return
+                };
+                let grp = if d.related_moves && group_rest > 0.0 {
+                    d.move_group
+                } else {
+                    0.0
+                };
+                let wrd = if d.related_moves && nbr_sum > 0.0 {
+                    d.move_word
+                } else {
+                    0.0
+                };
                 let rest = m * (1.0 - ret - grp - wrd) / (1.0 - b[p]);
                 for (j, o) in occ.iter_mut().enumerate() {
                     if j != p {
@@ -181,9 +227,16 @@ impl<'a> LabelModel<'a> {
             _ => {
                 // First record, or work after a non-work record: perhaps back to the last
                 // occupation held.
-                let last = hist.iter().rev().find(|(_, l)| *l >= first).filter(|_| d.returns);
+                let last = hist
+                    .iter()
+                    .rev()
+                    .find(|(_, l)| *l >= first)
+                    .filter(|_| d.returns);
                 let r = match last {
-                    Some(&(y, _)) => d.return_after_spell * (-d.return_decay * (cov.year - y - 1).max(0) as f64).exp(),
+                    Some(&(y, _)) => {
+                        d.return_after_spell
+                            * (-d.return_decay * (cov.year - y - 1).max(0) as f64).exp()
+                    }
                     None => 0.0,
                 };
                 for (o, bj) in occ.iter_mut().zip(b) {

@@ -19,7 +19,12 @@ impl Rng {
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut x = seed ^ stream.wrapping_mul(0xd1b5_4a32_d192_ed03);
         Self {
-            s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)],
+            s: [
+                splitmix(&mut x),
+                splitmix(&mut x),
+                splitmix(&mut x),
+                splitmix(&mut x),
+            ],
         }
     }
 
@@ -85,6 +90,9 @@ mod tests {
         for _ in 0..n {
             counts[r.categorical(&[1.0, 2.0, 7.0])] += 1;
         }
-        assert!((counts[2] as f64 / n as f64 - 0.7).abs() < 0.01, "{counts:?}");
+        assert!(
+            (counts[2] as f64 / n as f64 - 0.7).abs() < 0.01,
+            "{counts:?}"
+        );
     }
 }

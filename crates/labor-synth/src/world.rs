@@ -261,29 +261,55 @@ impl World {
     fn check(&self) -> Result<(), String> {
         let p = &self.population;
         let bad = |what: &str| Err(format!("world {}: {what}", self.name));
-        if p.birth_years[0] > p.birth_years[1] || p.first_year > p.last_year || p.min_age > p.max_age {
-            return bad("birth_years, first_year..last_year and min_age..max_age must be increasing ranges");
+        if p.birth_years[0] > p.birth_years[1]
+            || p.first_year > p.last_year
+            || p.min_age > p.max_age
+        {
+            return bad(
+                "birth_years, first_year..last_year and min_age..max_age must be increasing ranges",
+            );
         }
         if !(0.0..1.0).contains(&p.missing_rate) || !(0.0..1.0).contains(&p.attrition) {
             return bad("missing_rate and attrition must be in [0, 1)");
         }
-        for (name, m) in [("gender", &p.gender), ("race", &p.race), ("region", &p.region), ("education", &p.education)] {
-            if m.is_empty() || m.values().any(|v| !v.is_finite() || *v < 0.0) || m.values().sum::<f64>() <= 0.0 {
-                return bad(&format!("population.{name} must have non-negative shares with a positive sum"));
+        for (name, m) in [
+            ("gender", &p.gender),
+            ("race", &p.race),
+            ("region", &p.region),
+            ("education", &p.education),
+        ] {
+            if m.is_empty()
+                || m.values().any(|v| !v.is_finite() || *v < 0.0)
+                || m.values().sum::<f64>() <= 0.0
+            {
+                return bad(&format!(
+                    "population.{name} must have non-negative shares with a positive sum"
+                ));
             }
         }
         for k in p.education.keys() {
             if k.parse::<Education>().is_err() {
-                return bad(&format!("population.education key {k:?}: expected {}", Education::expected()));
+                return bad(&format!(
+                    "population.education key {k:?}: expected {}",
+                    Education::expected()
+                ));
             }
         }
         let z = self.types.prior.len();
         if z == 0 || self.types.stay_shift.len() != z || self.types.nonwork_shift.len() != z {
-            return bad("types.prior, types.stay_shift and types.nonwork_shift must have the same non-zero length");
+            return bad(
+                "types.prior, types.stay_shift and types.nonwork_shift must have the same non-zero length",
+            );
         }
         let d = &self.dynamics;
-        if d.move_group + d.move_word + d.move_return > 1.0 || [d.move_group, d.move_word, d.move_return].iter().any(|x| *x < 0.0) {
-            return bad("dynamics.move_group + move_word + move_return must be shares summing to at most 1");
+        if d.move_group + d.move_word + d.move_return > 1.0
+            || [d.move_group, d.move_word, d.move_return]
+                .iter()
+                .any(|x| *x < 0.0)
+        {
+            return bad(
+                "dynamics.move_group + move_word + move_return must be shares summing to at most 1",
+            );
         }
         if !(0.0..=1.0).contains(&d.return_after_spell) {
             return bad("dynamics.return_after_spell must be in [0, 1]");
