@@ -2,7 +2,8 @@
 //!
 //! Imports the worked survey-extract example (docs/import.md) with the embedded default
 //! taxonomy, assigns splits, writes the panel as Parquet, CSV and CAREER files, reads each back
-//! and describes it, and runs a small computation on the tensor runtime.
+//! and describes it, runs a small computation on the tensor runtime, and generates a small
+//! synthetic world with its oracle and diagnostics.
 
 use std::path::PathBuf;
 
@@ -106,6 +107,20 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         &PanelStats::compute(&panel),
         5,
     );
+
+    step(7, "a synthetic labor market with exact oracle probabilities (labor synth)");
+    let world_dir = out.join("world");
+    let args = crate::synth::SynthArgs {
+        world: "nlsy79".into(),
+        seed: 1,
+        workers: Some(2000),
+        out: Some(world_dir.clone()),
+        full_oracle: 0,
+        threads: None,
+        report: None,
+    };
+    let report = crate::synth::generate(&args, &world_dir)?;
+    println!("{} (nlsy79 preset, 2,000 workers, seed 1)\n{report}", world_dir.display());
 
     println!(
         "\nDone. Outputs in {}. Try: labor data validate {}",
