@@ -108,7 +108,10 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         5,
     );
 
-    step(7, "a synthetic labor market with exact oracle probabilities (labor synth)");
+    step(
+        7,
+        "a synthetic labor market with exact oracle probabilities (labor synth)",
+    );
     let world_dir = out.join("world");
     let args = crate::synth::SynthArgs {
         world: "nlsy79".into(),
@@ -120,7 +123,10 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         report: None,
     };
     let report = crate::synth::generate(&args, &world_dir)?;
-    println!("{} (nlsy79 preset, 2,000 workers, seed 1)\n{report}", world_dir.display());
+    println!(
+        "{} (nlsy79 preset, 2,000 workers, seed 1)\n{report}",
+        world_dir.display()
+    );
 
     println!(
         "\nDone. Outputs in {}. Try: labor data validate {}",

@@ -315,25 +315,65 @@ fn env_runs_the_tensor_self_check() {
 fn synth_writes_a_world_that_reports_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("w");
-    let o = labor(&["synth", "--world", "nlsy97", "--seed", "4", "--workers", "300", "--full-oracle", "2", "--out", p(&out)]);
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy97",
+        "--seed",
+        "4",
+        "--workers",
+        "300",
+        "--full-oracle",
+        "2",
+        "--out",
+        p(&out),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    for f in ["panel.parquet", "taxonomy.csv", "world.toml", "oracle.parquet", "oracle_full.parquet", "report.json"] {
+    for f in [
+        "panel.parquet",
+        "taxonomy.csv",
+        "world.toml",
+        "oracle.parquet",
+        "oracle_full.parquet",
+        "report.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
     let printed = text(&o).0;
-    assert!(printed.contains("persons                        300"), "{printed}");
+    assert!(
+        printed.contains("persons                        300"),
+        "{printed}"
+    );
     // --report recomputes the same diagnostics from the files.
     let o = labor(&["synth", "--report", p(&out)]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    assert_eq!(text(&o).0.lines().skip(1).collect::<Vec<_>>(), printed.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(
+        text(&o).0.lines().skip(1).collect::<Vec<_>>(),
+        printed.lines().skip(1).collect::<Vec<_>>()
+    );
     // The panel is a valid panel; the resolved world file regenerates the same world.
     let o = labor(&["data", "validate", p(&out.join("panel.parquet"))]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let again = dir.path().join("again");
-    let o = labor(&["synth", "--world", p(&out.join("world.toml")), "--seed", "4", "--out", p(&again)]);
+    let o = labor(&[
+        "synth",
+        "--world",
+        p(&out.join("world.toml")),
+        "--seed",
+        "4",
+        "--out",
+        p(&again),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    assert_eq!(std::fs::read(out.join("panel.parquet")).unwrap(), std::fs::read(again.join("panel.parquet")).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("panel.parquet")).unwrap(),
+        std::fs::read(again.join("panel.parquet")).unwrap()
+    );
     let o = labor(&["synth", "--world", "nlsy2000", "--out", p(&again)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).1.contains("expected a preset (nlsy79, nlsy97, psid, resumes)"));
+    assert!(
+        text(&o)
+            .1
+            .contains("expected a preset (nlsy79, nlsy97, psid, resumes)")
+    );
 }

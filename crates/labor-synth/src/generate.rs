@@ -228,7 +228,7 @@ impl Generator {
                             .map(|i| {
                                 let w = self.worker(i as u64, &mut cache, i < full);
                                 let c = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                                if c % 1000 == 0 || c == n {
+                                if c.is_multiple_of(1000) || c == n {
                                     progress(c);
                                 }
                                 w
