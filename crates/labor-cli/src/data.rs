@@ -245,7 +245,14 @@ pub fn import(
 ) -> CmdResult<(Panel, ImportReport)> {
     let text = std::fs::read_to_string(mapping)
         .with_context(|| format!("cannot read mapping {}", mapping.display()))?;
-    let m = Mapping::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mapping.display()))?;
+    let m = Mapping::from_toml(&text).map_err(|e| {
+        let p = labor_data::Problem::global(
+            "mapping",
+            e,
+            "a mapping file as documented in docs/import.md",
+        );
+        invalid(mapping, labor_data::Problems(vec![p]))
+    })?;
     let taxonomy = load_taxonomy(taxonomy)?;
     let crosswalk_path = m
         .crosswalk

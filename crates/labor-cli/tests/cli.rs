@@ -255,6 +255,25 @@ fn worked_import_example_gives_the_documented_stats() {
             .0
             .contains("waves not interviewed (all wave fields missing): 2")
     );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(ex.join("mapping.toml"))
+            .unwrap()
+            .replace("layout = \"wide\"", "layout = \"tall\""),
+    )
+    .unwrap();
+    let o = labor(&[
+        "data",
+        "import",
+        "--mapping",
+        p(&bad),
+        p(&ex.join("extract.csv")),
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("tall"), "{}", text(&o).1);
     let o = labor(&["data", "stats", p(&out), "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["persons"], 6);
