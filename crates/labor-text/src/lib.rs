@@ -1,0 +1,8 @@
+//! From panels to text and tokens: the resume-like template (SPEC §4), rendering with spans,
+//! parsing back, and tokenizers.
+
+pub mod render;
+pub mod template;
+
+pub use render::{Parsed, RecordSpan, Rendered, Renderer, numeric_code};
+pub use template::{Switches, Template};

@@ -1,0 +1,317 @@
+//! Rendering a person's history as text, with the spans the scorer needs, and parsing a
+//! rendered text back into records.
+
+use std::collections::HashMap;
+
+use labor_data::{Education, LabelId, Person, Taxonomy};
+use serde::{Deserialize, Serialize};
+
+use crate::template::{Switches, Template};
+
+/// Where record t sits in a rendered text. Offsets are UTF-8 byte offsets into the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSpan {
+    pub year: i32,
+    /// The label's code in the taxonomy.
+    pub label: String,
+    /// End of the context: just after `YEAR (EDU):` (or `YEAR:`).
+    pub context_end: usize,
+    /// The scored continuation `" " + title + "\n"`: [start, end). `start == context_end`.
+    pub continuation: [usize; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub text: String,
+    pub records: Vec<RecordSpan>,
+}
+
+/// The fixed numeric code of a label for the `numeric_codes` switch: 1000 + its id (special
+/// states 1000, 1001, 1002; occupations from 1003 in taxonomy order).
+pub fn numeric_code(id: LabelId) -> String {
+    (1000 + id.0).to_string()
+}
+
+/// A template, its switches and a label set, ready to render and parse.
+#[derive(Debug)]
+pub struct Renderer<'a> {
+    pub template: &'a Template,
+    pub switches: Switches,
+    titles: Vec<String>,
+    by_title: HashMap<String, LabelId>,
+    by_phrase: HashMap<String, Education>,
+}
+
+fn fill(pattern: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = pattern.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+/// Matches `line` against a pattern with `{name}` placeholders; each placeholder takes the
+/// shortest text up to the next literal part (the last one takes the rest before the final
+/// literal).
+fn match_pattern(pattern: &str, line: &str) -> Option<HashMap<String, String>> {
+    let mut names = Vec::new();
+    let mut literals = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}')? + open;
+        literals.push(&rest[..open]);
+        names.push(&rest[open + 1..close]);
+        rest = &rest[close + 1..];
+    }
+    literals.push(rest);
+    let mut pos = line.strip_prefix(literals[0])?;
+    let mut out = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let lit = literals[i + 1];
+        let value_end = if i + 1 == names.len() {
+            if !pos.ends_with(lit) {
+                return None;
+            }
+            pos.len() - lit.len()
+        } else if lit.is_empty() {
+            return None; // adjacent placeholders are ambiguous
+        } else {
+            pos.find(lit)?
+        };
+        out.insert(name.to_string(), pos[..value_end].to_string());
+        pos = &pos[value_end + lit.len()..];
+    }
+    if names.is_empty() && !pos.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Records and header values read back from a rendered text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub dataset: Option<String>,
+    pub gender: Option<String>,
+    pub race: Option<String>,
+    pub region: Option<String>,
+    pub birth_year: Option<i32>,
+    /// (year, label, education when the text has it)
+    pub records: Vec<(i32, LabelId, Option<Education>)>,
+}
+
+impl<'a> Renderer<'a> {
+    /// Checks that the titles the template gives the labels are usable: unique, non-empty, no
+    /// newline.
+    pub fn new(
+        template: &'a Template,
+        switches: Switches,
+        taxonomy: &Taxonomy,
+    ) -> Result<Self, String> {
+        let titles: Vec<String> = taxonomy
+            .ids()
+            .map(|id| {
+                if switches.numeric_codes {
+                    numeric_code(id)
+                } else {
+                    let l = taxonomy.label(id);
+                    template
+                        .titles
+                        .get(&l.code)
+                        .cloned()
+                        .unwrap_or_else(|| l.title.clone())
+                }
+            })
+            .collect();
+        let mut by_title = HashMap::new();
+        for (i, t) in titles.iter().enumerate() {
+            if t.is_empty() || t.contains('\n') || t.trim() != t {
+                return Err(format!(
+                    "label {}: title {t:?} must be non-empty, trimmed, without newline",
+                    taxonomy.labels()[i].code
+                ));
+            }
+            if let Some(j) = by_title.insert(t.clone(), LabelId(i as u32)) {
+                return Err(format!(
+                    "labels {} and {} would both be written {t:?}",
+                    taxonomy.label(j).code,
+                    taxonomy.labels()[i].code
+                ));
+            }
+        }
+        let by_phrase = template
+            .education
+            .iter()
+            .filter_map(|(k, v)| Some((v.clone(), k.parse::<Education>().ok()?)))
+            .collect();
+        Ok(Self {
+            template,
+            switches,
+            titles,
+            by_title,
+            by_phrase,
+        })
+    }
+
+    pub fn title(&self, id: LabelId) -> &str {
+        &self.titles[id.index()]
+    }
+
+    /// All K continuations `" " + title + "\n"`, in label order.
+    pub fn continuations(&self) -> Vec<String> {
+        self.titles.iter().map(|t| format!(" {t}\n")).collect()
+    }
+
+    /// The context of a record line (`YEAR (EDU):` or `YEAR:`).
+    pub fn record_prefix(&self, year: i32, education: Education) -> String {
+        let year = year.to_string();
+        if self.switches.education {
+            fill(
+                &self.template.record_prefix,
+                &[
+                    ("year", &year),
+                    ("education", self.template.education_phrase(education)),
+                ],
+            )
+        } else {
+            fill(
+                &self.template.record_prefix_no_education,
+                &[("year", &year)],
+            )
+        }
+    }
+
+    /// The header lines (everything before the first record), each ending with `\n`.
+    pub fn header(&self, person: &Person) -> String {
+        let t = self.template;
+        let mut s = String::new();
+        if self.switches.dataset_line {
+            s += &fill(&t.dataset_line, &[("dataset", &person.dataset)]);
+            s.push('\n');
+        }
+        if self.switches.demographics {
+            s += &fill(
+                &t.demographics_line,
+                &[
+                    ("gender", &Template::wording(&t.gender, &person.gender)),
+                    ("race", &Template::wording(&t.race, &person.race)),
+                    ("region", &Template::wording(&t.region, &person.region)),
+                ],
+            );
+            s.push('\n');
+        }
+        if let (true, Some(b)) = (self.switches.birth_year, person.birth_year) {
+            s += &fill(&t.birth_year_line, &[("birth_year", &b.to_string())]);
+            s.push('\n');
+        }
+        s += if self.switches.education {
+            &t.records_intro
+        } else {
+            &t.records_intro_no_education
+        };
+        s.push('\n');
+        s
+    }
+
+    pub fn render(&self, person: &Person, taxonomy: &Taxonomy) -> Rendered {
+        let mut text = self.header(person);
+        let mut records = Vec::with_capacity(person.records.len());
+        for r in &person.records {
+            text += &self.record_prefix(r.year, r.education);
+            let context_end = text.len();
+            text.push(' ');
+            text += self.title(r.label);
+            text.push('\n');
+            records.push(RecordSpan {
+                year: r.year,
+                label: taxonomy.label(r.label).code.clone(),
+                context_end,
+                continuation: [context_end, text.len()],
+            });
+        }
+        text += &self.template.terminator;
+        Rendered { text, records }
+    }
+
+    /// Reads a rendered text back. Errors name the line and what was expected.
+    pub fn parse(&self, text: &str) -> Result<Parsed, String> {
+        let t = self.template;
+        let body = text
+            .strip_suffix(&t.terminator)
+            .ok_or_else(|| format!("the text does not end with {:?}", t.terminator))?;
+        let mut lines: Vec<&str> = body.split('\n').collect();
+        if lines.last() == Some(&"") {
+            lines.pop();
+        }
+        let mut it = lines.iter().enumerate().peekable();
+        let mut p = Parsed {
+            dataset: None,
+            gender: None,
+            race: None,
+            region: None,
+            birth_year: None,
+            records: Vec::new(),
+        };
+        let unword = |map: &std::collections::BTreeMap<String, String>, s: &str| {
+            map.iter()
+                .find(|(_, v)| *v == s)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| s.replace(' ', "_"))
+        };
+        let expect = |n: usize, what: &str| format!("line {}: expected {what}", n + 1);
+        if self.switches.dataset_line {
+            let (n, l) = it.next().ok_or("empty text")?;
+            let m =
+                match_pattern(&t.dataset_line, l).ok_or_else(|| expect(n, "the dataset line"))?;
+            p.dataset = m.get("dataset").cloned();
+        }
+        if self.switches.demographics {
+            let (n, l) = it.next().ok_or("text ends in the header")?;
+            let m = match_pattern(&t.demographics_line, l)
+                .ok_or_else(|| expect(n, "the demographics line"))?;
+            p.gender = m.get("gender").map(|v| unword(&t.gender, v));
+            p.race = m.get("race").map(|v| unword(&t.race, v));
+            p.region = m.get("region").map(|v| unword(&t.region, v));
+        }
+        if self.switches.birth_year {
+            if let Some((_, l)) = it.peek() {
+                if let Some(m) = match_pattern(&t.birth_year_line, l) {
+                    p.birth_year = m.get("birth_year").and_then(|v| v.parse().ok());
+                    it.next();
+                }
+            }
+        }
+        let intro = if self.switches.education {
+            &t.records_intro
+        } else {
+            &t.records_intro_no_education
+        };
+        let (n, l) = it.next().ok_or("text ends in the header")?;
+        if l != intro {
+            return Err(expect(n, "the records introduction line"));
+        }
+        let pattern = if self.switches.education {
+            format!("{} {{title}}", t.record_prefix)
+        } else {
+            format!("{} {{title}}", t.record_prefix_no_education)
+        };
+        for (n, l) in it {
+            let m = match_pattern(&pattern, l).ok_or_else(|| expect(n, "a record line"))?;
+            let year = m["year"].parse().map_err(|_| expect(n, "a year"))?;
+            let label = *self
+                .by_title
+                .get(&m["title"])
+                .ok_or_else(|| expect(n, &format!("a label title, found {:?}", m["title"])))?;
+            let education = match m.get("education") {
+                Some(e) => Some(
+                    *self
+                        .by_phrase
+                        .get(e)
+                        .ok_or_else(|| expect(n, &format!("an education phrase, found {e:?}")))?,
+                ),
+                None => None,
+            };
+            p.records.push((year, label, education));
+        }
+        Ok(p)
+    }
+}
