@@ -3,6 +3,7 @@
 
 pub mod render;
 pub mod template;
+pub mod tokenize;
 
 pub use render::{Parsed, RecordSpan, Rendered, Renderer, numeric_code};
 pub use template::{Switches, Template};

@@ -1,0 +1,130 @@
+//! Tokenizers (Hugging Face `tokenizers`): load a `tokenizer.json`, train a byte-level BPE on
+//! rendered texts, and check that every label's continuation aligns with token boundaries.
+
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// The end-of-sequence token of tokenizers trained here (appended after `<END OF DATA>` when
+/// training a language model).
+pub const EOS: &str = "<|endoftext|>";
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a Hugging Face `tokenizer.json`.
+pub fn from_json(bytes: &[u8]) -> Result<Tokenizer, Error> {
+    Tokenizer::from_bytes(bytes)
+}
+
+/// Writes a tokenizer as `tokenizer.json` text.
+pub fn to_json(tok: &Tokenizer) -> Result<String, Error> {
+    tok.to_string(true)
+}
+
+/// Trains a byte-level BPE tokenizer (GPT-2 style pre-tokenization, no prefix space) on
+/// `texts`, with `terminator` (e.g. `<END OF DATA>`) and [`EOS`] as special tokens.
+pub fn train_bpe<'a>(
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+    terminator: &str,
+) -> Result<Tokenizer, Error> {
+    let mut tok = Tokenizer::new(BPE::default());
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![
+            AddedToken::from(terminator.to_string(), true),
+            AddedToken::from(EOS, true),
+        ])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    tok.train(&mut trainer, texts)?;
+    Ok(tok)
+}
+
+/// A label whose continuation does not align with the tokenization of a context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Misalignment {
+    pub label: usize,
+    pub continuation: String,
+    pub context: String,
+    pub what: String,
+}
+
+impl std::fmt::Display for Misalignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail: String = self
+            .context
+            .chars()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        write!(
+            f,
+            "label {} ({:?}) after \"…{}\": {}",
+            self.label,
+            self.continuation,
+            tail.escape_debug(),
+            self.what
+        )
+    }
+}
+
+fn ids(tok: &Tokenizer, s: &str) -> Result<Vec<u32>, Error> {
+    Ok(tok.encode(s, false)?.get_ids().to_vec())
+}
+
+/// Checks every continuation (label i ↦ `continuations[i]`) after every context: a token must
+/// start exactly where the context ends, and tokenizing context + continuation must give the
+/// context's ids followed by the continuation's own ids. Returns every violation.
+pub fn check_alignment(
+    tok: &Tokenizer,
+    contexts: &[String],
+    continuations: &[String],
+) -> Result<Vec<Misalignment>, Error> {
+    let mut out = Vec::new();
+    let cont_ids: Vec<Vec<u32>> = continuations
+        .iter()
+        .map(|c| ids(tok, c))
+        .collect::<Result<_, _>>()?;
+    for ctx in contexts {
+        let ctx_ids = ids(tok, ctx)?;
+        for (label, cont) in continuations.iter().enumerate() {
+            let joined = format!("{ctx}{cont}");
+            let enc = tok.encode(joined.as_str(), false)?;
+            let boundary = enc.get_offsets().iter().any(|&(s, _)| s == ctx.len());
+            let want: Vec<u32> = ctx_ids.iter().chain(&cont_ids[label]).copied().collect();
+            let what = if !boundary {
+                let toks: Vec<&str> = enc.get_tokens().iter().map(String::as_str).collect();
+                Some(format!(
+                    "no token starts at the end of the context; tokens: {toks:?}"
+                ))
+            } else if enc.get_ids() != want.as_slice() {
+                Some(format!(
+                    "joint ids {:?} differ from context ids + continuation ids {:?}",
+                    enc.get_ids(),
+                    want
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                out.push(Misalignment {
+                    label,
+                    continuation: cont.clone(),
+                    context: ctx.clone(),
+                    what,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
