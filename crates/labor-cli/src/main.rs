@@ -5,6 +5,7 @@ mod demo;
 mod io;
 mod synth;
 mod taxonomy;
+mod text;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,12 @@ enum Command {
     /// The label taxonomy: show, validate or export it.
     #[command(subcommand)]
     Taxonomy(taxonomy::TaxonomyCommand),
+    /// Render career histories as resume-like text (SPEC §4).
+    #[command(subcommand)]
+    Text(text::TextCommand),
+    /// Train or check tokenizers.
+    #[command(subcommand)]
+    Tokenizer(text::TokenizerCommand),
     /// Generate a synthetic labor market with exact oracle probabilities, or report on one.
     Synth(synth::SynthArgs),
     /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
@@ -60,6 +67,8 @@ fn main() -> ExitCode {
         Command::Data(c) => data::run(c),
         Command::Taxonomy(c) => taxonomy::run(c),
         Command::Synth(a) => synth::run(a),
+        Command::Text(c) => text::run_text(c),
+        Command::Tokenizer(c) => text::run_tokenizer(c),
         Command::Env(a) => env(a),
         Command::Demo(a) => demo::run(a),
     };

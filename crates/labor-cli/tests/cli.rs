@@ -396,3 +396,109 @@ fn synth_writes_a_world_that_reports_and_reloads() {
             .contains("expected a preset (nlsy79, nlsy97, psid, resumes)")
     );
 }
+
+#[test]
+fn text_render_and_tokenizer_train_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "psid",
+        "--workers",
+        "400",
+        "--out",
+        p(&w),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = w.join("panel.parquet");
+    let tax = w.join("taxonomy.csv");
+    let texts = dir.path().join("texts.jsonl");
+    let o = labor(&[
+        "text",
+        "render",
+        "--panel",
+        p(&panel),
+        "--taxonomy",
+        p(&tax),
+        "--split",
+        "train",
+        "--no-birth-year",
+        "--out",
+        p(&texts),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&texts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() > 200 && lines.len() < 360, "{}", lines.len());
+    for v in &lines {
+        assert_eq!(v["split"], "train");
+        assert_eq!(v["template"], "labor-v1@1");
+        let t = v["text"].as_str().unwrap();
+        assert!(!t.contains("was born in"));
+        for s in v["spans"].as_array().unwrap() {
+            let [a, b] = [
+                s["continuation"][0].as_u64().unwrap() as usize,
+                s["continuation"][1].as_u64().unwrap() as usize,
+            ];
+            assert!(t[a..b].starts_with(' ') && t[a..b].ends_with('\n'));
+        }
+    }
+    let tok = dir.path().join("tokenizer.json");
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--taxonomy",
+        p(&tax),
+        "--vocab-size",
+        "800",
+        "--out",
+        p(&tok),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("every one of the 451 labels aligns"),
+        "{}",
+        text(&o).0
+    );
+    let o = labor(&[
+        "tokenizer",
+        "check",
+        "--tokenizer",
+        p(&tok),
+        "--panel",
+        p(&panel),
+        "--taxonomy",
+        p(&tax),
+        "--numeric-codes",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let with_ids = dir.path().join("ids.jsonl");
+    let o = labor(&[
+        "text",
+        "render",
+        "--panel",
+        p(&panel),
+        "--taxonomy",
+        p(&tax),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&with_ids),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&with_ids)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(first["ids"].as_array().unwrap().len() > 20);
+}

@@ -1,0 +1,303 @@
+//! `labor text ...` and `labor tokenizer ...`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use labor_data::{Panel, Split, SplitSpec};
+use labor_text::tokenize::{Misalignment, check_alignment, from_json, to_json, train_bpe};
+use labor_text::{Renderer, Switches, Template};
+use tokenizers::Tokenizer;
+
+use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
+
+#[derive(Debug, Clone, Args)]
+pub struct TextArgs {
+    /// Template: `labor-v1` or a template file (TOML; its keys replace parts of labor-v1).
+    #[arg(long, default_value = "labor-v1")]
+    pub template: String,
+    /// Leave out the `<A worker from the ... dataset>` line.
+    #[arg(long)]
+    pub no_dataset_line: bool,
+    /// Leave out the birth-year line.
+    #[arg(long)]
+    pub no_birth_year: bool,
+    /// Leave education out of the record lines.
+    #[arg(long)]
+    pub no_education: bool,
+    /// Leave out the demographics sentence.
+    #[arg(long)]
+    pub no_demographics: bool,
+    /// Write unique numeric codes instead of titles.
+    #[arg(long)]
+    pub numeric_codes: bool,
+}
+
+impl TextArgs {
+    pub fn switches(&self) -> Switches {
+        Switches {
+            dataset_line: !self.no_dataset_line,
+            birth_year: !self.no_birth_year,
+            education: !self.no_education,
+            demographics: !self.no_demographics,
+            numeric_codes: self.numeric_codes,
+        }
+    }
+    pub fn template(&self) -> anyhow::Result<Template> {
+        if let Some(t) = Template::builtin(&self.template) {
+            return Ok(t);
+        }
+        let path = Path::new(&self.template);
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "no built-in template {:?} and cannot read it as a file",
+                self.template
+            )
+        })?;
+        Template::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TextCommand {
+    /// Render each person's history as text (JSON lines: dataset, person_id, split, template,
+    /// text, and per record the context end and continuation span, in UTF-8 byte offsets).
+    Render {
+        #[arg(long)]
+        panel: PathBuf,
+        #[command(flatten)]
+        input: PanelInput,
+        #[command(flatten)]
+        text: TextArgs,
+        /// Only persons of this split (train, valid, test).
+        #[arg(long)]
+        split: Option<String>,
+        /// Split seed for persons without an explicit split.
+        #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
+        seed: u64,
+        /// Also tokenize each text with this tokenizer.json and write its token ids.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on the training-split texts of a panel, save it as
+    /// tokenizer.json and check label alignment (exit 2 if some label is misaligned).
+    Train {
+        #[arg(long)]
+        panel: PathBuf,
+        #[command(flatten)]
+        input: PanelInput,
+        #[command(flatten)]
+        text: TextArgs,
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check that every label's continuation aligns with token boundaries after the record
+    /// contexts of a panel's texts; reports each misaligned label and its tokens (exit 2).
+    Check {
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long)]
+        panel: PathBuf,
+        #[command(flatten)]
+        input: PanelInput,
+        #[command(flatten)]
+        text: TextArgs,
+    },
+}
+
+fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    from_json(&bytes).map_err(|e| anyhow!("{}: not a tokenizer.json: {e}", path.display()))
+}
+
+/// Record contexts of the first persons of a panel, for the alignment check: every distinct
+/// context ending (the record prefix) appears with its header.
+fn contexts(panel: &Panel, r: &Renderer) -> Vec<String> {
+    panel
+        .persons
+        .iter()
+        .take(5)
+        .flat_map(|p| {
+            let out = r.render(p, &panel.taxonomy);
+            out.records
+                .iter()
+                .take(3)
+                .map(|s| out.text[..s.context_end].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn report_alignment(bad: &[Misalignment], panel: &Panel) -> CmdResult {
+    if bad.is_empty() {
+        println!(
+            "alignment: every one of the {} labels aligns after every context checked",
+            panel.taxonomy.len()
+        );
+        return Ok(());
+    }
+    let mut labels: Vec<usize> = bad.iter().map(|m| m.label).collect();
+    labels.sort();
+    labels.dedup();
+    for m in bad {
+        eprintln!(
+            "misaligned: {} [{}]",
+            m,
+            panel.taxonomy.labels()[m.label].code
+        );
+    }
+    Err(anyhow!(
+        "{} label(s) do not align with this tokenizer ({} cases)",
+        labels.len(),
+        bad.len()
+    )
+    .into())
+}
+
+pub fn run_text(cmd: &TextCommand) -> CmdResult {
+    let TextCommand::Render {
+        panel,
+        input,
+        text,
+        split,
+        seed,
+        tokenizer,
+        out,
+    } = cmd;
+    let (p, _) = load_panel(panel, input)?;
+    let template = text.template()?;
+    let r = Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
+    let spec = SplitSpec {
+        seed: *seed,
+        ..SplitSpec::default()
+    };
+    let only: Option<Split> = match split {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| anyhow!("--split {s:?}: expected train, valid or test"))?,
+        ),
+        None => None,
+    };
+    let tok = tokenizer.as_deref().map(load_tokenizer).transpose()?;
+    let pb = ProgressBar::new(p.persons.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("rendering {pos}/{len} [{bar:30}] ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut n = 0usize;
+    let mut tokens = 0usize;
+    write_atomic(out, |w| {
+        for person in &p.persons {
+            pb.inc(1);
+            let s = person.split_or(&spec);
+            if only.is_some_and(|o| o != s) {
+                continue;
+            }
+            let rendered = r.render(person, &p.taxonomy);
+            let mut obj = serde_json::json!({
+                "dataset": person.dataset,
+                "person_id": person.person_id,
+                "split": s.as_str(),
+                "template": format!("{}@{}", template.name, template.version),
+                "text": rendered.text,
+                "spans": rendered.records,
+            });
+            if let Some(t) = &tok {
+                let ids = t
+                    .encode(rendered.text.as_str(), false)
+                    .map_err(|e| anyhow!("tokenizing: {e}"))?
+                    .get_ids()
+                    .to_vec();
+                tokens += ids.len();
+                obj["ids"] = serde_json::json!(ids);
+            }
+            serde_json::to_writer(&mut *w, &obj)?;
+            w.write_all(b"\n")?;
+            n += 1;
+        }
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    print!("wrote {}: {n} texts", out.display());
+    if tok.is_some() {
+        print!(", {tokens} tokens");
+    }
+    println!();
+    Ok(())
+}
+
+pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
+    match cmd {
+        TokenizerCommand::Train {
+            panel,
+            input,
+            text,
+            vocab_size,
+            seed,
+            out,
+        } => {
+            let (p, _) = load_panel(panel, input)?;
+            let template = text.template()?;
+            let r =
+                Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
+            let spec = SplitSpec {
+                seed: *seed,
+                ..SplitSpec::default()
+            };
+            let texts: Vec<String> = p
+                .persons
+                .iter()
+                .filter(|x| x.split_or(&spec) == Split::Train)
+                .map(|x| r.render(x, &p.taxonomy).text)
+                .collect();
+            if texts.is_empty() {
+                return Err(anyhow!("{}: no persons in the train split", panel.display()).into());
+            }
+            let tok = train_bpe(
+                texts.iter().map(String::as_str),
+                *vocab_size,
+                &template.terminator,
+            )
+            .map_err(|e| anyhow!("training: {e}"))?;
+            let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;
+            write_atomic(out, |w| Ok(w.write_all(json.as_bytes())?))?;
+            println!(
+                "wrote {}: {} tokens in the vocabulary, trained on {} texts",
+                out.display(),
+                tok.get_vocab_size(true),
+                texts.len()
+            );
+            let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
+                .map_err(|e| anyhow!("{e}"))?;
+            report_alignment(&bad, &p)
+        }
+        TokenizerCommand::Check {
+            tokenizer,
+            panel,
+            input,
+            text,
+        } => {
+            let tok = load_tokenizer(tokenizer)?;
+            let (p, _) = load_panel(panel, input)?;
+            let template = text.template()?;
+            let r =
+                Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
+            let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
+                .map_err(|e| anyhow!("{e}"))?;
+            report_alignment(&bad, &p)
+        }
+    }
+}
