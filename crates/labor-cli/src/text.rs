@@ -103,6 +103,21 @@ pub enum TokenizerCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Build a tokenizer from a GGUF model file's metadata (tokenizer.ggml.*) and save it as
+    /// tokenizer.json; with --panel, also run the alignment check.
+    FromGguf {
+        /// The GGUF file.
+        gguf: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Check label alignment on this panel's texts.
+        #[arg(long)]
+        panel: Option<PathBuf>,
+        #[command(flatten)]
+        input: PanelInput,
+        #[command(flatten)]
+        text: TextArgs,
+    },
     /// Check that every label's continuation aligns with token boundaries after the record
     /// contexts of a panel's texts; reports each misaligned label and its tokens (exit 2).
     Check {
@@ -283,6 +298,42 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
                 .map_err(|e| anyhow!("{e}"))?;
             report_alignment(&bad, &p)
+        }
+        TokenizerCommand::FromGguf {
+            gguf,
+            out,
+            panel,
+            input,
+            text,
+        } => {
+            let f = std::fs::File::open(gguf)
+                .with_context(|| format!("cannot open {}", gguf.display()))?;
+            let meta = labor_text::gguf::read_metadata(std::io::BufReader::new(f))
+                .map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
+            let tok = labor_text::gguf::tokenizer_from_metadata(&meta)
+                .map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
+            let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;
+            write_atomic(out, |w| Ok(w.write_all(json.as_bytes())?))?;
+            println!(
+                "wrote {}: {} tokens (GGUF v{}, pre-tokenizer {:?})",
+                out.display(),
+                tok.get_vocab_size(true),
+                meta.version,
+                meta.kv
+                    .get("tokenizer.ggml.pre")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("gpt2")
+            );
+            if let Some(panel) = panel {
+                let (p, _) = load_panel(panel, input)?;
+                let template = text.template()?;
+                let r = Renderer::new(&template, text.switches(), &p.taxonomy)
+                    .map_err(|e| anyhow!(e))?;
+                let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
+                    .map_err(|e| anyhow!("{e}"))?;
+                report_alignment(&bad, &p)?;
+            }
+            Ok(())
         }
         TokenizerCommand::Check {
             tokenizer,

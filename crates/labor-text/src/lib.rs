@@ -1,6 +1,7 @@
 //! From panels to text and tokens: the resume-like template (SPEC §4), rendering with spans,
 //! parsing back, and tokenizers.
 
+pub mod gguf;
 pub mod render;
 pub mod template;
 pub mod tokenize;

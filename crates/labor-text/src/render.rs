@@ -272,13 +272,13 @@ impl<'a> Renderer<'a> {
             p.race = m.get("race").map(|v| unword(&t.race, v));
             p.region = m.get("region").map(|v| unword(&t.region, v));
         }
-        if self.switches.birth_year {
-            if let Some((_, l)) = it.peek() {
-                if let Some(m) = match_pattern(&t.birth_year_line, l) {
-                    p.birth_year = m.get("birth_year").and_then(|v| v.parse().ok());
-                    it.next();
-                }
-            }
+        if let Some(m) = it
+            .peek()
+            .filter(|_| self.switches.birth_year)
+            .and_then(|(_, l)| match_pattern(&t.birth_year_line, l))
+        {
+            p.birth_year = m.get("birth_year").and_then(|v| v.parse().ok());
+            it.next();
         }
         let intro = if self.switches.education {
             &t.records_intro

@@ -1,0 +1,302 @@
+//! GGUF (v2/v3) metadata: the key-value header of a GGUF model file, read from a stream
+//! without touching the tensor data, and a tokenizer built from its `tokenizer.ggml.*` keys.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::U64(v) => Some(*v),
+            Value::I64(v) if *v >= 0 => Some(*v as u64),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::U64(v) => i64::try_from(*v).ok(),
+            Value::I64(v) => Some(*v),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub version: u32,
+    pub tensor_count: u64,
+    pub kv: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("not a GGUF file (magic {0:?})")]
+    Magic([u8; 4]),
+    #[error("GGUF version {0} is not supported (2 or 3 expected)")]
+    Version(u32),
+    #[error("GGUF metadata value type {0} is unknown")]
+    Type(u32),
+    #[error("GGUF metadata key {key}: {what}")]
+    Key { key: String, what: String },
+    #[error("reading GGUF: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn read_n<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b)?;
+    Ok(b)
+}
+fn u32le(r: &mut impl Read) -> std::io::Result<u32> {
+    Ok(u32::from_le_bytes(read_n(r)?))
+}
+fn u64le(r: &mut impl Read) -> std::io::Result<u64> {
+    Ok(u64::from_le_bytes(read_n(r)?))
+}
+fn string(r: &mut impl Read) -> Result<String, GgufError> {
+    let n = u64le(r)?;
+    if n > 1 << 30 {
+        return Err(GgufError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("string of {n} bytes"),
+        )));
+    }
+    let mut b = vec![0u8; n as usize];
+    r.read_exact(&mut b)?;
+    String::from_utf8(b)
+        .map_err(|e| GgufError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+fn value(r: &mut impl Read, t: u32) -> Result<Value, GgufError> {
+    Ok(match t {
+        0 => Value::U64(read_n::<1>(r)?[0] as u64),
+        1 => Value::I64(read_n::<1>(r)?[0] as i8 as i64),
+        2 => Value::U64(u16::from_le_bytes(read_n(r)?) as u64),
+        3 => Value::I64(i16::from_le_bytes(read_n(r)?) as i64),
+        4 => Value::U64(u32le(r)? as u64),
+        5 => Value::I64(i32::from_le_bytes(read_n(r)?) as i64),
+        6 => Value::F64(f32::from_le_bytes(read_n(r)?) as f64),
+        7 => Value::Bool(read_n::<1>(r)?[0] != 0),
+        8 => Value::Str(string(r)?),
+        9 => {
+            let it = u32le(r)?;
+            let n = u64le(r)?;
+            let mut v = Vec::with_capacity(n.min(1 << 20) as usize);
+            for _ in 0..n {
+                v.push(value(r, it)?);
+            }
+            Value::Array(v)
+        }
+        10 => Value::U64(u64le(r)?),
+        11 => Value::I64(i64::from_le_bytes(read_n(r)?)),
+        12 => Value::F64(f64::from_le_bytes(read_n(r)?)),
+        other => return Err(GgufError::Type(other)),
+    })
+}
+
+/// Reads the header and metadata of a GGUF stream (stops before the tensor infos).
+pub fn read_metadata(mut r: impl Read) -> Result<Metadata, GgufError> {
+    let magic: [u8; 4] = read_n(&mut r)?;
+    if &magic != b"GGUF" {
+        return Err(GgufError::Magic(magic));
+    }
+    let version = u32le(&mut r)?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::Version(version));
+    }
+    let tensor_count = u64le(&mut r)?;
+    let n = u64le(&mut r)?;
+    let mut kv = BTreeMap::new();
+    for _ in 0..n {
+        let k = string(&mut r)?;
+        let t = u32le(&mut r)?;
+        let v = value(&mut r, t)?;
+        kv.insert(k, v);
+    }
+    Ok(Metadata {
+        version,
+        tensor_count,
+        kv,
+    })
+}
+
+impl Metadata {
+    fn get(&self, key: &str) -> Result<&Value, GgufError> {
+        self.kv.get(key).ok_or_else(|| GgufError::Key {
+            key: key.into(),
+            what: "missing".into(),
+        })
+    }
+    fn strings(&self, key: &str) -> Result<Vec<&str>, GgufError> {
+        let bad = || GgufError::Key {
+            key: key.into(),
+            what: "expected an array of strings".into(),
+        };
+        self.get(key)?
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|v| v.as_str().ok_or_else(bad))
+            .collect()
+    }
+}
+
+/// Token type of control tokens in `tokenizer.ggml.token_type` (llama.cpp's
+/// LLAMA_TOKEN_TYPE_CONTROL); user-defined tokens are 4.
+const CONTROL: i64 = 3;
+const USER_DEFINED: i64 = 4;
+
+/// Builds a tokenizer from GGUF metadata: a byte-level BPE (`tokenizer.ggml.model = "gpt2"`)
+/// with the stored tokens (ids = positions) and merges, the pre-tokenizer named by
+/// `tokenizer.ggml.pre` (`smollm`: digits split one by one, then GPT-2 byte-level splitting;
+/// `gpt2` and unknown names: GPT-2 byte-level splitting), and control and user-defined tokens
+/// as special tokens.
+pub fn tokenizer_from_metadata(m: &Metadata) -> Result<Tokenizer, GgufError> {
+    let model = m.get("tokenizer.ggml.model")?.as_str().unwrap_or_default();
+    if model != "gpt2" {
+        return Err(GgufError::Key {
+            key: "tokenizer.ggml.model".into(),
+            what: format!("{model:?}: only byte-level BPE (\"gpt2\") is supported"),
+        });
+    }
+    let tokens = m.strings("tokenizer.ggml.tokens")?;
+    let merges = m.strings("tokenizer.ggml.merges")?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .map(|s| {
+            s.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| GgufError::Key {
+                    key: "tokenizer.ggml.merges".into(),
+                    what: format!("merge {s:?} is not two tokens separated by a space"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| GgufError::Key {
+            key: "tokenizer.ggml.merges".into(),
+            what: e.to_string(),
+        })?;
+    let mut tok = Tokenizer::new(bpe);
+    let byte_level = ByteLevel::new(false, true, true);
+    let pre =
+        m.kv.get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("gpt2");
+    let pre_tok: PreTokenizerWrapper = match pre {
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        _ => byte_level.into(),
+    };
+    tok.with_pre_tokenizer(Some(pre_tok));
+    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+    if let Some(types) =
+        m.kv.get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+    {
+        let special: Vec<AddedToken> = types
+            .iter()
+            .zip(&tokens)
+            .filter(|(t, _)| matches!(t.as_i64(), Some(CONTROL) | Some(USER_DEFINED)))
+            .map(|(_, s)| AddedToken::from(s.to_string(), true))
+            .collect();
+        tok.add_special_tokens(special)
+            .map_err(|e| GgufError::Key {
+                key: "tokenizer.ggml.token_type".into(),
+                what: e.to_string(),
+            })?;
+    }
+    Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(b: &mut Vec<u8>, x: &str) {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    }
+
+    /// A hand-built GGUF header with a tiny byte-level BPE.
+    fn tiny() -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(5u64.to_le_bytes());
+        s(&mut b, "tokenizer.ggml.model");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "gpt2");
+        s(&mut b, "tokenizer.ggml.pre");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "smollm");
+        let tokens = ["<|endoftext|>", "a", "b", "Ġ", "1", "2", "ab", "Ġab"];
+        s(&mut b, "tokenizer.ggml.tokens");
+        b.extend(9u32.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend((tokens.len() as u64).to_le_bytes());
+        for t in tokens {
+            s(&mut b, t);
+        }
+        s(&mut b, "tokenizer.ggml.merges");
+        b.extend(9u32.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        s(&mut b, "a b");
+        s(&mut b, "Ġ ab");
+        s(&mut b, "tokenizer.ggml.token_type");
+        b.extend(9u32.to_le_bytes());
+        b.extend(5u32.to_le_bytes());
+        b.extend((tokens.len() as u64).to_le_bytes());
+        for i in 0..tokens.len() {
+            b.extend(if i == 0 { 3i32 } else { 1i32 }.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn reads_hand_built_metadata_and_tokenizes() {
+        let m = read_metadata(tiny().as_slice()).unwrap();
+        assert_eq!(m.version, 3);
+        assert_eq!(m.kv["tokenizer.ggml.pre"], Value::Str("smollm".into()));
+        let tok = tokenizer_from_metadata(&m).unwrap();
+        let enc = tok.encode("ab ab12<|endoftext|>", false).unwrap();
+        // "ab" merges; " ab" merges through Ġ+ab; digits split one by one; the control token.
+        assert_eq!(enc.get_ids(), &[6, 7, 4, 5, 0]);
+        assert!(read_metadata(&b"GGUX\x03\0\0\0"[..]).is_err());
+    }
+}
