@@ -12,16 +12,12 @@ use labor_text::tokenize::check_alignment;
 use labor_text::{Renderer, Switches, Template};
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
-fn gguf() -> Option<std::path::PathBuf> {
-    match std::env::var_os("LABOR_SMOLLM2_GGUF") {
-        Some(p) => Some(p.into()),
-        None => {
-            eprintln!(
-                "SKIPPED: set LABOR_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (see this file's header) to run"
-            );
-            None
-        }
-    }
+fn gguf() -> std::path::PathBuf {
+    std::env::var_os("LABOR_SMOLLM2_GGUF")
+        .expect(
+            "set LABOR_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (see this file's header)",
+        )
+        .into()
 }
 
 /// Plain BPE from the GGUF's merges: start from the characters of a pre-token and merge the
