@@ -155,6 +155,22 @@ fn contexts(panel: &Panel, r: &Renderer) -> Vec<String> {
         .collect()
 }
 
+fn panel_and_template(
+    panel: &Path,
+    input: &PanelInput,
+    text: &TextArgs,
+) -> CmdResult<(Panel, Template)> {
+    let (p, _) = load_panel(panel, input)?;
+    Ok((p, text.template()?))
+}
+
+/// Runs the alignment check of `tok` on the panel's contexts and reports it.
+fn align(tok: &Tokenizer, p: &Panel, r: &Renderer) -> CmdResult {
+    let bad =
+        check_alignment(tok, &contexts(p, r), &r.continuations()).map_err(|e| anyhow!("{e}"))?;
+    report_alignment(&bad, p)
+}
+
 fn report_alignment(bad: &[Misalignment], panel: &Panel) -> CmdResult {
     if bad.is_empty() {
         println!(
@@ -191,8 +207,7 @@ pub fn run_text(cmd: &TextCommand) -> CmdResult {
         tokenizer,
         out,
     } = cmd;
-    let (p, _) = load_panel(panel, input)?;
-    let template = text.template()?;
+    let (p, template) = panel_and_template(panel, input, text)?;
     let r = Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
     let spec = SplitSpec {
         seed: *seed,
@@ -264,8 +279,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             seed,
             out,
         } => {
-            let (p, _) = load_panel(panel, input)?;
-            let template = text.template()?;
+            let (p, template) = panel_and_template(panel, input, text)?;
             let r =
                 Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
             let spec = SplitSpec {
@@ -295,9 +309,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                 tok.get_vocab_size(true),
                 texts.len()
             );
-            let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
-                .map_err(|e| anyhow!("{e}"))?;
-            report_alignment(&bad, &p)
+            align(&tok, &p, &r)
         }
         TokenizerCommand::FromGguf {
             gguf,
@@ -325,13 +337,10 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                     .unwrap_or("gpt2")
             );
             if let Some(panel) = panel {
-                let (p, _) = load_panel(panel, input)?;
-                let template = text.template()?;
+                let (p, template) = panel_and_template(panel, input, text)?;
                 let r = Renderer::new(&template, text.switches(), &p.taxonomy)
                     .map_err(|e| anyhow!(e))?;
-                let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
-                    .map_err(|e| anyhow!("{e}"))?;
-                report_alignment(&bad, &p)?;
+                align(&tok, &p, &r)?;
             }
             Ok(())
         }
@@ -342,13 +351,10 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             text,
         } => {
             let tok = load_tokenizer(tokenizer)?;
-            let (p, _) = load_panel(panel, input)?;
-            let template = text.template()?;
+            let (p, template) = panel_and_template(panel, input, text)?;
             let r =
                 Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;
-            let bad = check_alignment(&tok, &contexts(&p, &r), &r.continuations())
-                .map_err(|e| anyhow!("{e}"))?;
-            report_alignment(&bad, &p)
+            align(&tok, &p, &r)
         }
     }
 }
