@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use labor_data::SplitSpec;
 use labor_data::formats::parquet::write_panel_parquet;
 use labor_data::predictions::{
     PredictionRow, PredictionWriter, read_logp, write_full_distributions,
 };
-use labor_data::{Panel, SplitSpec};
 use labor_synth::diagnostics::{WorldReport, report};
 use labor_synth::world::PRESETS;
 use labor_synth::{Generator, World};
@@ -138,14 +138,7 @@ pub fn generate(args: &SynthArgs, out: &Path) -> anyhow::Result<WorldReport> {
             Ok(())
         })?;
     }
-    let logp: Vec<Vec<f64>> = workers
-        .iter()
-        .map(|w| w.oracle.iter().map(|o| o.logp).collect())
-        .collect();
-    let panel = Panel {
-        taxonomy: g.taxonomy.clone(),
-        persons: workers.into_iter().map(|w| w.person).collect(),
-    };
+    let (panel, logp) = labor_synth::into_panel(&g.taxonomy, workers);
     write_atomic(&out.join("panel.parquet"), |w| {
         Ok(write_panel_parquet(&panel, w)?)
     })?;

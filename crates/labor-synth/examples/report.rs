@@ -1,7 +1,7 @@
 //! Prints the diagnostics of each preset at a given size (for calibrating presets).
 //! cargo run --release -p labor-synth --example report -- [WORKERS] [SEED]
 
-use labor_data::{Panel, SplitSpec, Taxonomy};
+use labor_data::{SplitSpec, Taxonomy};
 use labor_synth::{Generator, World, diagnostics::report, world::PRESETS};
 
 fn main() {
@@ -18,14 +18,7 @@ fn main() {
         let t0 = std::time::Instant::now();
         let workers = g.generate(n, 2, 0, &|_| {});
         let secs = t0.elapsed().as_secs_f64();
-        let logp: Vec<Vec<f64>> = workers
-            .iter()
-            .map(|w| w.oracle.iter().map(|o| o.logp).collect())
-            .collect();
-        let panel = Panel {
-            taxonomy: g.taxonomy.clone(),
-            persons: workers.into_iter().map(|w| w.person).collect(),
-        };
+        let (panel, logp) = labor_synth::into_panel(&g.taxonomy, workers);
         println!(
             "{name} ({n} workers, {secs:.2} s)\n{}",
             report(&panel, &logp, &SplitSpec::default())

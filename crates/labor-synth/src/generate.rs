@@ -65,6 +65,23 @@ pub fn top_n(p: &[f64], n: usize) -> Vec<(usize, f64)> {
     top
 }
 
+/// Splits generated workers into the panel (with `taxonomy`) and the oracle log-probabilities
+/// of its records (`logp[i][t]` for record t of person i).
+pub fn into_panel(taxonomy: &Taxonomy, workers: Vec<Worker>) -> (labor_data::Panel, Vec<Vec<f64>>) {
+    let logp = workers
+        .iter()
+        .map(|w| w.oracle.iter().map(|o| o.logp).collect())
+        .collect();
+    let persons = workers.into_iter().map(|w| w.person).collect();
+    (
+        labor_data::Panel {
+            taxonomy: taxonomy.clone(),
+            persons,
+        },
+        logp,
+    )
+}
+
 impl Generator {
     pub fn new(world: World, taxonomy: Taxonomy, seed: u64) -> Result<Self, String> {
         let market = Market::new(&world, &taxonomy)?;

@@ -12,5 +12,5 @@ pub mod model;
 pub mod rng;
 pub mod world;
 
-pub use generate::{Generator, OracleRecord, Worker};
+pub use generate::{Generator, OracleRecord, Worker, into_panel};
 pub use world::World;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use labor_data::{Panel, SplitSpec, Taxonomy};
+use labor_data::{SplitSpec, Taxonomy};
 use labor_synth::diagnostics::{chi_square_sf, report};
 use labor_synth::market::BaseCache;
 use labor_synth::model::{Covariates, Past};
@@ -174,14 +174,7 @@ fn presets_are_realistic_and_beat_a_first_order_markov_model() {
         // At the preset's default size: the Markov yardstick gets better with more data.
         let g = generator(name, 1);
         let workers = g.generate(g.world.workers, 2, 0, &|_| {});
-        let logp: Vec<Vec<f64>> = workers
-            .iter()
-            .map(|w| w.oracle.iter().map(|o| o.logp).collect())
-            .collect();
-        let panel = Panel {
-            taxonomy: g.taxonomy.clone(),
-            persons: workers.into_iter().map(|w| w.person).collect(),
-        };
+        let (panel, logp) = labor_synth::into_panel(&g.taxonomy, workers);
         let r = report(&panel, &logp, &SplitSpec::default());
         assert!(
             (0.08..=0.25).contains(&r.annual_occupation_change_rate),
