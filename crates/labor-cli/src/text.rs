@@ -137,8 +137,8 @@ fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
     from_json(&bytes).map_err(|e| anyhow!("{}: not a tokenizer.json: {e}", path.display()))
 }
 
-/// Record contexts of the first persons of a panel, for the alignment check: every distinct
-/// context ending (the record prefix) appears with its header.
+/// Record contexts for the alignment check: the contexts of the first three records of each of
+/// the panel's first five persons (headers and record prefixes as the template writes them).
 fn contexts(panel: &Panel, r: &Renderer) -> Vec<String> {
     panel
         .persons
