@@ -1,4 +1,12 @@
-//! The language-model engine. Today it holds the tensor runtime (device choice and a report of
-//! what libtorch offers); the Llama-family model, weights and scoring build on it.
+//! The language-model engine: the tensor runtime (device choice), the Llama-family decoder in
+//! tch, its weights in Hugging Face safetensors and GGUF form, and exact scoring of the next
+//! record's label (true continuation and full distributions through a token trie).
 
+pub mod config;
+pub mod model;
 pub mod runtime;
+pub mod score;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use model::{KvCache, Llama, Mask};

@@ -1,0 +1,446 @@
+//! The Llama-family decoder (Llama 2/3, SmolLM2, Qwen2-style q/k/v biases) in tch.
+//!
+//! Variables live in a [`nn::VarStore`] under their Hugging Face names (`model.layers.0.self_attn.
+//! q_proj.weight`, …), so loading and saving safetensors is a name-for-name copy. Attention uses
+//! `scaled_dot_product_attention` with either a causal flag or an explicit boolean mask (`true` =
+//! may attend), which is how the trie scorer attends to a shared context plus a node's ancestors.
+
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::config::LlamaConfig;
+
+/// A linear map `y = x Wᵀ (+ b)` with HF's `[out, in]` weight layout.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(p: nn::Path, d_in: usize, d_out: usize, bias: bool, std: f64, trainable: bool) -> Self {
+        let weight = var(
+            &p,
+            "weight",
+            &[d_out, d_in],
+            nn::Init::Randn {
+                mean: 0.,
+                stdev: std,
+            },
+            trainable,
+        );
+        let bias = bias.then(|| var(&p, "bias", &[d_out], nn::Init::Const(0.), trainable));
+        Self { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+fn var(p: &nn::Path, name: &str, dims: &[usize], init: nn::Init, trainable: bool) -> Tensor {
+    let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    if trainable {
+        p.var(name, &dims, init)
+    } else {
+        // Registered as a non-trainable variable: no optimizer built from the store sees it.
+        let t = nn::f_init(init, &dims, p.device(), p.kind()).expect("initialise a variable");
+        p.add(name, t, false)
+    }
+}
+
+#[derive(Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, d: usize, eps: f64, trainable: bool) -> Self {
+        Self {
+            weight: var(&p, "weight", &[d], nn::Init::Const(1.), trainable),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x32 = x.to_kind(Kind::Float);
+        let var = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = (x32 * (var + self.eps).rsqrt()).to_kind(kind);
+        &self.weight * normed
+    }
+}
+
+#[derive(Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+#[derive(Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Debug)]
+pub struct Layer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// Keys and values of earlier positions, per layer: `[batch, kv_heads, positions, head_dim]`.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers.first().map_or(0, |(k, _)| k.size()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same cache seen by `n` batch rows (a view, no copy; only valid for a batch-1 cache).
+    pub fn expand(&self, n: i64) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| {
+                    let mut s = k.size();
+                    s[0] = n;
+                    (k.expand(&s, false), v.expand(&s, false))
+                })
+                .collect(),
+        }
+    }
+
+    /// The first `n` cached positions.
+    pub fn truncate(&self, n: i64) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k.narrow(2, 0, n), v.narrow(2, 0, n)))
+                .collect(),
+        }
+    }
+}
+
+/// How the new positions may attend.
+pub enum Mask<'a> {
+    /// Causal among the new positions; every cached position visible.
+    Causal,
+    /// Explicit boolean mask `[batch or 1, 1, new, cached + new]`, `true` = may attend.
+    Explicit(&'a Tensor),
+}
+
+/// RoPE inverse frequencies (HF's `_compute_default_rope_parameters` and the Llama-3 variant),
+/// in f32 as Hugging Face computes them.
+pub fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
+    let hd = cfg.head_dim();
+    let base = cfg.rope_theta as f32;
+    let mut f: Vec<f32> = (0..hd)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / hd as f32))
+        .collect();
+    if let Some(s) = &cfg.rope_scaling
+        && s.rope_type == "llama3"
+    {
+        let factor = s.factor as f32;
+        let (lo, hi) = (s.low_freq_factor as f32, s.high_freq_factor as f32);
+        let old = s.original_max_position_embeddings as f32;
+        let low_wavelen = old / lo;
+        let high_wavelen = old / hi;
+        for x in &mut f {
+            let wavelen = 2.0 * std::f32::consts::PI / *x;
+            let scaled = if wavelen > low_wavelen {
+                *x / factor
+            } else {
+                *x
+            };
+            let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+            *x = if medium {
+                let smooth = (old / wavelen - lo) / (hi - lo);
+                (1.0 - smooth) * scaled / factor + smooth * scaled
+            } else {
+                scaled
+            };
+        }
+    }
+    f
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(&[-x2, x1], 3)
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool) -> Self {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kv) = (cfg.num_attention_heads, cfg.kv_heads());
+        Self {
+            q_proj: Linear::new(&p / "q_proj", d, h * hd, cfg.qkv_bias(), std, trainable),
+            k_proj: Linear::new(&p / "k_proj", d, kv * hd, cfg.qkv_bias(), std, trainable),
+            v_proj: Linear::new(&p / "v_proj", d, kv * hd, cfg.qkv_bias(), std, trainable),
+            o_proj: Linear::new(&p / "o_proj", h * hd, d, cfg.o_bias(), std, trainable),
+            heads: h as i64,
+            kv_heads: kv as i64,
+            head_dim: hd as i64,
+        }
+    }
+
+    /// `x`: `[B, T, D]`; `cos`/`sin`: `[B, 1, T, head_dim]`. Appends this step's keys and values
+    /// to `past` when given (and returns them in any case).
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        mask: &Mask,
+    ) -> (Tensor, (Tensor, Tensor)) {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let shape = |n: i64| [b, t, n, self.head_dim];
+        let q = self
+            .q_proj
+            .forward(x)
+            .view(shape(self.heads))
+            .transpose(1, 2);
+        let k = self
+            .k_proj
+            .forward(x)
+            .view(shape(self.kv_heads))
+            .transpose(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .view(shape(self.kv_heads))
+            .transpose(1, 2);
+        let q = &q * cos + rotate_half(&q) * sin;
+        let k = &k * cos + rotate_half(&k) * sin;
+        let (k, v) = match past {
+            Some((pk, pv)) if pk.size()[2] > 0 => {
+                (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2))
+            }
+            _ => (k, v),
+        };
+        let rep = self.heads / self.kv_heads;
+        let (kk, vv) = if rep > 1 {
+            (
+                k.repeat_interleave_self_int(rep, 1, None),
+                v.repeat_interleave_self_int(rep, 1, None),
+            )
+        } else {
+            (k.shallow_clone(), v.shallow_clone())
+        };
+        let cached = kk.size()[2] - t;
+        let y = match mask {
+            Mask::Causal if cached == 0 => Tensor::scaled_dot_product_attention::<Tensor>(
+                &q, &kk, &vv, None, 0.0, true, None, false,
+            ),
+            Mask::Causal => {
+                let m = causal_with_past(t, cached, x.device());
+                Tensor::scaled_dot_product_attention(
+                    &q,
+                    &kk,
+                    &vv,
+                    Some(&m),
+                    0.0,
+                    false,
+                    None,
+                    false,
+                )
+            }
+            Mask::Explicit(m) => Tensor::scaled_dot_product_attention(
+                &q,
+                &kk,
+                &vv,
+                Some(*m),
+                0.0,
+                false,
+                None,
+                false,
+            ),
+        };
+        let y = y
+            .transpose(1, 2)
+            .reshape([b, t, self.heads * self.head_dim]);
+        (self.o_proj.forward(&y), (k, v))
+    }
+}
+
+/// `[1, 1, t, cached + t]` boolean: every cached position, causal among the new ones.
+pub fn causal_with_past(t: i64, cached: i64, device: Device) -> Tensor {
+    let new = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+    let old = Tensor::ones([t, cached], (Kind::Bool, device));
+    Tensor::cat(&[old, new], 1).view([1, 1, t, cached + t])
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool) -> Self {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        Self {
+            gate_proj: Linear::new(&p / "gate_proj", d, f, false, std, trainable),
+            up_proj: Linear::new(&p / "up_proj", d, f, false, std, trainable),
+            down_proj: Linear::new(&p / "down_proj", f, d, false, std, trainable),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+/// The decoder with its language-model head.
+#[derive(Debug)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+    inv_freq: Tensor,
+}
+
+impl Llama {
+    /// Creates the variables under `root` (HF names), initialised as HF does for from-scratch
+    /// models: normal(0, 0.02) matrices, unit norms, zero biases. With `trainable = false` no
+    /// variable requires a gradient (base weights under LoRA).
+    pub fn new(root: &nn::Path, cfg: &LlamaConfig, trainable: bool) -> Self {
+        let std = 0.02;
+        let m = root / "model";
+        let embed_tokens = var(
+            &(&m / "embed_tokens"),
+            "weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+            nn::Init::Randn {
+                mean: 0.,
+                stdev: std,
+            },
+            trainable,
+        );
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = &m / "layers" / i;
+                Layer {
+                    self_attn: Attention::new(&p / "self_attn", cfg, std, trainable),
+                    mlp: Mlp::new(&p / "mlp", cfg, std, trainable),
+                    input_layernorm: RmsNorm::new(
+                        &p / "input_layernorm",
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                        trainable,
+                    ),
+                    post_attention_layernorm: RmsNorm::new(
+                        &p / "post_attention_layernorm",
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                        trainable,
+                    ),
+                }
+            })
+            .collect();
+        let norm = RmsNorm::new(&m / "norm", cfg.hidden_size, cfg.rms_norm_eps, trainable);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| {
+            var(
+                &(root / "lm_head"),
+                "weight",
+                &[cfg.vocab_size, cfg.hidden_size],
+                nn::Init::Randn {
+                    mean: 0.,
+                    stdev: std,
+                },
+                trainable,
+            )
+        });
+        let inv = inv_freq(cfg);
+        let inv_freq = Tensor::from_slice(&inv).to_device(root.device());
+        Self {
+            config: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    /// `cos`, `sin` of shape `[B, 1, T, head_dim]` for integer positions `[B, T]`.
+    fn rope(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let pos = positions.to_kind(Kind::Float).unsqueeze(-1);
+        let freqs = pos * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+
+    /// Hidden states after the final norm, `[B, T, D]`, for token ids `[B, T]` at `positions`
+    /// `[B, T]`. With a cache, keys and values of the new positions are appended to it.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        cache: Option<&mut KvCache>,
+        mask: Mask,
+    ) -> Tensor {
+        let kind = self.embed_tokens.kind();
+        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let (cos, sin) = self.rope(positions, kind);
+        let mut fresh = Vec::with_capacity(self.layers.len());
+        let past = cache.as_ref().map(|c| &c.layers);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = past.and_then(|l| l.get(i));
+            let (a, kv) =
+                layer
+                    .self_attn
+                    .forward(&layer.input_layernorm.forward(&x), &cos, &sin, p, &mask);
+            x += a;
+            x = &x
+                + layer
+                    .mlp
+                    .forward(&layer.post_attention_layernorm.forward(&x));
+            fresh.push(kv);
+        }
+        if let Some(c) = cache {
+            c.layers = fresh;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits `[…, V]` (f32) from hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        hidden.linear::<Tensor>(w, None).to_kind(Kind::Float)
+    }
+
+    /// Logits for a causal batch starting at position 0, `[B, T, V]`.
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let positions = Tensor::arange(t, (Kind::Int64, ids.device()))
+            .unsqueeze(0)
+            .expand([b, t], false);
+        self.logits(&self.hidden(ids, &positions, None, Mask::Causal))
+    }
+}
