@@ -3,6 +3,7 @@
 mod data;
 mod demo;
 mod io;
+mod lm;
 mod synth;
 mod taxonomy;
 mod text;
@@ -36,6 +37,12 @@ enum Command {
     /// Train or check tokenizers.
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
+    /// Language-model directories: fetch a pre-trained model, import GGUF, initialise, describe.
+    #[command(subcommand)]
+    Lm(lm::LmCommand),
+    /// Score a model on a panel split: every record's probability of the true label and the full
+    /// distribution over all labels, written in the predictions schema (SPEC §7.1).
+    Score(lm::ScoreArgs),
     /// Generate a synthetic labor market with exact oracle probabilities, or report on one.
     Synth(synth::SynthArgs),
     /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
         Command::Text(c) => text::run_text(c),
         Command::Tokenizer(c) => text::run_tokenizer(c),
         Command::Env(a) => env(a),
+        Command::Lm(c) => lm::run_lm(c),
+        Command::Score(a) => lm::run_score(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

@@ -114,6 +114,7 @@ pub fn generate(args: &SynthArgs, out: &Path) -> anyhow::Result<WorldReport> {
                     p_stay: o.p_stay,
                     p_in_lf: o.p_in_lf,
                     top: o.top.iter().map(|&(i, q)| (code(i), q)).collect(),
+                    icl_k: None,
                 })?;
             }
         }

@@ -155,7 +155,7 @@ fn contexts(panel: &Panel, r: &Renderer) -> Vec<String> {
         .collect()
 }
 
-fn panel_and_template(
+pub fn panel_and_template(
     panel: &Path,
     input: &PanelInput,
     text: &TextArgs,

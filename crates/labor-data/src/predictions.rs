@@ -11,7 +11,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::panel::Person;
 use crate::split::Split;
+use crate::taxonomy::Taxonomy;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictionRow {
@@ -36,6 +38,9 @@ pub struct PredictionRow {
     pub p_in_lf: f64,
     /// The 5 most probable labels with their normalized probabilities.
     pub top: Vec<(String, f64)>,
+    /// In-context language models: the number of training texts actually prepended (null for
+    /// every other model). An extension of SPEC §7.1.
+    pub icl_k: Option<i32>,
 }
 
 /// The Arrow schema of prediction files.
@@ -58,12 +63,86 @@ pub fn schema() -> Arc<Schema> {
         f("p_stay", true),
         f("p_in_lf", false),
         s("top", false),
+        Field::new("icl_k", DataType::Int32, true),
     ]))
 }
 
 /// The `top` column's JSON text: `[["code", p], ...]`.
 pub fn top_json(top: &[(String, f64)]) -> String {
     serde_json::to_string(top).expect("serializable")
+}
+
+/// A model's prediction for some records of one person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Per requested record, the natural-log probability of each of the K labels in taxonomy
+    /// order. Normalized models sum to 1; language models may sum to less (the rest leaked to
+    /// strings that are not labels).
+    pub logp: Vec<Vec<f64>>,
+    /// For in-context language models, the number of training texts prepended.
+    pub icl_k: Option<i32>,
+}
+
+/// Every model — language model, comparison model or oracle — implements this, and evaluation
+/// only ever sees its output.
+pub trait Predictor {
+    /// The model's name in prediction files (`markov1`, `lm-ft`, …).
+    fn name(&self) -> &str;
+    /// Distributions for the records `ts` (0-based indices into `person.records`) of `person`.
+    fn predict(&mut self, person: &Person, ts: &[usize]) -> Result<Prediction, String>;
+}
+
+/// One predictions row from a record's label log-probabilities (K values in taxonomy order):
+/// normalizes them, and derives leaked mass, P(stay), P(in labor force) and the top 5. Also
+/// returns the normalized distribution.
+pub fn row_from_logp(
+    model: &str,
+    person: &Person,
+    split: Split,
+    taxonomy: &Taxonomy,
+    t: usize,
+    logp: &[f64],
+    icl_k: Option<i32>,
+) -> (PredictionRow, Vec<f64>) {
+    assert_eq!(logp.len(), taxonomy.len(), "one log-probability per label");
+    let labels = taxonomy.labels();
+    let r = &person.records[t];
+    let max = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + logp.iter().map(|&x| (x - max).exp()).sum::<f64>().ln();
+    let p: Vec<f64> = logp.iter().map(|&x| (x - lse).exp()).collect();
+    let truth = r.label.index();
+    let prev = (t > 0).then(|| person.records[t - 1].label.index());
+    let p_in_lf = labels
+        .iter()
+        .zip(&p)
+        .filter(|(l, _)| l.kind.in_labor_force())
+        .map(|(_, q)| q)
+        .sum();
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    let top = order
+        .iter()
+        .take(5)
+        .map(|&i| (labels[i].code.clone(), p[i]))
+        .collect();
+    let row = PredictionRow {
+        model: model.to_string(),
+        dataset: person.dataset.clone(),
+        person_id: person.person_id.clone(),
+        split,
+        year: r.year,
+        t: t as i32 + 1,
+        label: labels[truth].code.clone(),
+        prev_label: prev.map(|i| labels[i].code.clone()),
+        logp: logp[truth],
+        logp_norm: logp[truth] - lse,
+        leak: (1.0 - lse.exp()).max(0.0),
+        p_stay: prev.map(|i| p[i]),
+        p_in_lf,
+        top,
+        icl_k,
+    };
+    (row, p)
 }
 
 /// Streams prediction rows into a Parquet file, in batches.
@@ -103,7 +182,8 @@ impl<W: Write + Send> PredictionWriter<W> {
         let mut strs: Vec<StringBuilder> = (0..7)
             .map(|_| StringBuilder::with_capacity(n, n * 8))
             .collect();
-        let (mut year, mut t) = (
+        let (mut year, mut t, mut icl) = (
+            Int32Builder::with_capacity(n),
             Int32Builder::with_capacity(n),
             Int32Builder::with_capacity(n),
         );
@@ -119,6 +199,7 @@ impl<W: Write + Send> PredictionWriter<W> {
             strs[6].append_value(top_json(&r.top));
             year.append_value(r.year);
             t.append_value(r.t);
+            icl.append_option(r.icl_k);
             fl[0].append_value(r.logp);
             fl[1].append_value(r.logp_norm);
             fl[2].append_value(r.leak);
@@ -149,6 +230,7 @@ impl<W: Write + Send> PredictionWriter<W> {
             f.remove(0),
             f.remove(0),
             top,
+            Arc::new(icl.finish()),
         ];
         self.writer.write(&RecordBatch::try_new(schema(), cols)?)?;
         self.rows += n as u64;

@@ -3,7 +3,9 @@
 //! record's label (true continuation and full distributions through a token trie).
 
 pub mod config;
+pub mod gguf;
 pub mod model;
+pub mod predict;
 pub mod runtime;
 pub mod score;
 pub mod weights;

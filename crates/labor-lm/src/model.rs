@@ -146,6 +146,16 @@ pub enum Mask<'a> {
     Causal,
     /// Explicit boolean mask `[batch or 1, 1, new, cached + new]`, `true` = may attend.
     Explicit(&'a Tensor),
+    /// Tree attention for trie scoring: the new positions are the same N trie nodes for each of
+    /// R rows. Row r's nodes see the first cached positions where `ctx_valid [R, Lc]` is true (the
+    /// cache may have batch 1: it is broadcast, not copied), and node i sees the nodes
+    /// `anc_idx[i, ..]` (`[N, D]`: itself and its ancestors) where `anc_valid [N, D]` is true.
+    /// Costs N·(Lc + D) scores per row and head instead of N·(Lc + N). The cache is not extended.
+    Tree {
+        ctx_valid: &'a Tensor,
+        anc_idx: &'a Tensor,
+        anc_valid: &'a Tensor,
+    },
 }
 
 /// RoPE inverse frequencies (HF's `_compute_default_rope_parameters` and the Llama-3 variant),
@@ -235,6 +245,19 @@ impl Attention {
             .transpose(1, 2);
         let q = &q * cos + rotate_half(&q) * sin;
         let k = &k * cos + rotate_half(&k) * sin;
+        if let Mask::Tree {
+            ctx_valid,
+            anc_idx,
+            anc_valid,
+        } = mask
+        {
+            let (pk, pv) = past.expect("tree attention needs the context's cache");
+            let y = self.tree_attention(&q, &k, &v, pk, pv, ctx_valid, anc_idx, anc_valid);
+            let y = y
+                .transpose(1, 2)
+                .reshape([b, t, self.heads * self.head_dim]);
+            return (self.o_proj.forward(&y), (k, v));
+        }
         let (k, v) = match past {
             Some((pk, pv)) if pk.size()[2] > 0 => {
                 (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2))
@@ -278,11 +301,67 @@ impl Attention {
                 None,
                 false,
             ),
+            Mask::Tree { .. } => unreachable!("handled above"),
         };
         let y = y
             .transpose(1, 2)
             .reshape([b, t, self.heads * self.head_dim]);
         (self.o_proj.forward(&y), (k, v))
+    }
+}
+
+impl Attention {
+    /// See [`Mask::Tree`]. `q`: `[R, H, N, hd]`; `k`, `v`: `[R, Hkv, N, hd]`; `pk`, `pv`:
+    /// `[R or 1, Hkv, Lc, hd]`. Returns `[R, H, N, hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn tree_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        pk: &Tensor,
+        pv: &Tensor,
+        ctx_valid: &Tensor,
+        anc_idx: &Tensor,
+        anc_valid: &Tensor,
+    ) -> Tensor {
+        let (r, n, hd) = (q.size()[0], q.size()[2], self.head_dim);
+        let (kvh, rep) = (self.kv_heads, self.heads / self.kv_heads);
+        let lc = pk.size()[2];
+        let d = anc_idx.size()[1];
+        let scale = 1.0 / (hd as f64).sqrt();
+        let kind = q.kind();
+        // Scores against the context: [R, Hkv, rep·N, Lc] → [R, Hkv, rep, N, Lc].
+        let sa = (q
+            .reshape([r, kvh, rep * n, hd])
+            .matmul(&pk.transpose(-1, -2))
+            * scale)
+            .reshape([r, kvh, rep, n, lc])
+            .to_kind(Kind::Float)
+            .masked_fill(
+                &ctx_valid.logical_not().view([r, 1, 1, 1, lc]),
+                f64::NEG_INFINITY,
+            );
+        // Scores against the node's own ancestors: [R, Hkv, N, rep, D] → [R, Hkv, rep, N, D].
+        let flat = anc_idx.flatten(0, -1);
+        let ka = k.index_select(2, &flat).reshape([r, kvh, n, d, hd]);
+        let va = v.index_select(2, &flat).reshape([r, kvh, n, d, hd]);
+        let qn = q.reshape([r, kvh, rep, n, hd]).permute([0, 1, 3, 2, 4]);
+        let sb = (qn.matmul(&ka.transpose(-1, -2)) * scale)
+            .to_kind(Kind::Float)
+            .masked_fill(
+                &anc_valid.logical_not().view([1, 1, n, 1, d]),
+                f64::NEG_INFINITY,
+            )
+            .permute([0, 1, 3, 2, 4]);
+        let p = Tensor::cat(&[sa, sb], -1)
+            .softmax(-1, Kind::Float)
+            .to_kind(kind);
+        let pa = p.narrow(-1, 0, lc).reshape([r, kvh, rep * n, lc]);
+        let pb = p.narrow(-1, lc, d).permute([0, 1, 3, 2, 4]); // [R, Hkv, N, rep, D]
+        let ya = pa.matmul(pv).reshape([r, kvh, rep, n, hd]);
+        let yb = pb.matmul(&va).permute([0, 1, 3, 2, 4]); // [R, Hkv, rep, N, hd]
+        (ya + yb).reshape([r, kvh * rep, n, hd])
     }
 }
 
@@ -423,7 +502,9 @@ impl Llama {
                     .forward(&layer.post_attention_layernorm.forward(&x));
             fresh.push(kv);
         }
-        if let Some(c) = cache {
+        if let Some(c) = cache
+            && !matches!(mask, Mask::Tree { .. })
+        {
             c.layers = fresh;
         }
         self.norm.forward(&x)

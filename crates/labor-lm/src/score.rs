@@ -96,20 +96,31 @@ impl LabelTrie {
         self.paths.iter().map(Vec::len).max().unwrap_or(0)
     }
 
-    /// `[N, N]` boolean: node i may attend to node j iff j is i or one of its ancestors.
-    fn ancestor_mask(&self, device: Device) -> Tensor {
+    /// `[N, D]` indices of each node's ancestors-or-self (padded with the node itself) and the
+    /// `[N, D]` validity of each entry; D is the deepest node's depth.
+    fn ancestors(&self, device: Device) -> (Tensor, Tensor) {
         let n = self.tokens.len();
-        let mut m = vec![false; n * n];
+        let d = self.depths.iter().copied().max().unwrap_or(1).max(1) as usize;
+        let mut idx = vec![0i64; n * d];
+        let mut valid = vec![false; n * d];
         for i in 0..n {
             let mut j = Some(i);
+            let mut c = 0;
             while let Some(a) = j {
-                m[i * n + a] = true;
+                idx[i * d + c] = a as i64;
+                valid[i * d + c] = true;
+                c += 1;
                 j = self.parents[a];
             }
+            for x in &mut idx[i * d + c..(i + 1) * d] {
+                *x = i as i64;
+            }
         }
-        Tensor::from_slice(&m)
-            .view([n as i64, n as i64])
-            .to_device(device)
+        let shape = [n as i64, d as i64];
+        (
+            Tensor::from_slice(&idx).view(shape).to_device(device),
+            Tensor::from_slice(&valid).view(shape).to_device(device),
+        )
     }
 }
 
@@ -138,23 +149,26 @@ pub struct PersonScores {
 /// The shared scorer: a model and the label trie.
 pub struct Scorer<'a> {
     pub model: &'a Llama,
-    pub trie: &'a LabelTrie,
+    pub trie: LabelTrie,
     pub options: ScoreOptions,
-    ancestors: Tensor,
+    anc_idx: Tensor,
+    anc_valid: Tensor,
     node_tokens: Tensor,
     node_depths: Tensor,
 }
 
 impl<'a> Scorer<'a> {
-    pub fn new(model: &'a Llama, trie: &'a LabelTrie, options: ScoreOptions) -> Self {
+    pub fn new(model: &'a Llama, trie: LabelTrie, options: ScoreOptions) -> Self {
         let d = model.device();
+        let (anc_idx, anc_valid) = trie.ancestors(d);
         Self {
             model,
-            trie,
             options,
-            ancestors: trie.ancestor_mask(d),
+            anc_idx,
+            anc_valid,
             node_tokens: Tensor::from_slice(&trie.tokens).to_device(d),
             node_depths: Tensor::from_slice(&trie.depths).to_device(d),
+            trie,
         }
     }
 
@@ -202,7 +216,7 @@ impl<'a> Scorer<'a> {
                     .get(0)
                     .index_select(0, &Tensor::from_slice(&last).to_device(dev)),
             )
-            .log_softmax(-1, Kind::Float); // [R, V]
+            .log_softmax(-1, Kind::Double); // [R, V]
 
         let n = self.trie.n_nodes() as i64;
         let heads = m.config.num_attention_heads;
@@ -211,8 +225,9 @@ impl<'a> Scorer<'a> {
         let mut out = Vec::with_capacity(contexts.len());
         let mut start = 0;
         while start < contexts.len() {
-            // Records per chunk: attention scores are [rc, heads, N, ctx + N] floats.
-            let per_record = heads * (n as usize).max(1) * (ctx_max as usize + n as usize) * 4 * 3;
+            // Records per chunk: attention scores are [rc, heads, N, ctx + depth] floats.
+            let depth = self.trie.max_len();
+            let per_record = heads * (n as usize).max(1) * (ctx_max as usize + depth) * 4 * 3;
             let rc = (budget / per_record).clamp(1, contexts.len() - start);
             let chunk = &contexts[start..start + rc];
             let edge_lp = self.trie_chunk(
@@ -252,7 +267,7 @@ impl<'a> Scorer<'a> {
         let ctx: Vec<i64> = chunk.iter().map(|&c| c as i64).collect();
         let lc = *ctx.iter().max().expect("non-empty");
         let ctx_t = Tensor::from_slice(&ctx).to_device(dev);
-        let mut edge_vals = Tensor::zeros([rc, self.trie.edges.len() as i64], (Kind::Float, dev));
+        let mut edge_vals = Tensor::zeros([rc, self.trie.edges.len() as i64], (Kind::Double, dev));
         // Root edges read the context's last position.
         let (root_e, root_tok): (Vec<i64>, Vec<i64>) = self
             .trie
@@ -268,21 +283,22 @@ impl<'a> Scorer<'a> {
         if n > 0 {
             let ids = self.node_tokens.unsqueeze(0).expand([rc, n], false);
             let positions = ctx_t.unsqueeze(1) + self.node_depths.unsqueeze(0) - 1;
-            let ctx_mask = Tensor::arange(lc, (Kind::Int64, dev))
+            let ctx_valid = Tensor::arange(lc, (Kind::Int64, dev))
                 .unsqueeze(0)
                 .lt_tensor(&ctx_t.unsqueeze(1)); // [rc, lc]
-            let mask = Tensor::cat(
-                &[
-                    ctx_mask.unsqueeze(1).expand([rc, n, lc], false),
-                    self.ancestors.unsqueeze(0).expand([rc, n, n], false),
-                ],
-                2,
-            )
-            .unsqueeze(1);
-            let mut c = cache.truncate(lc).expand(rc);
-            let hidden = m.hidden(&ids, &positions, Some(&mut c), Mask::Explicit(&mask));
+            let mut c = cache.truncate(lc);
+            let hidden = m.hidden(
+                &ids,
+                &positions,
+                Some(&mut c),
+                Mask::Tree {
+                    ctx_valid: &ctx_valid,
+                    anc_idx: &self.anc_idx,
+                    anc_valid: &self.anc_valid,
+                },
+            );
             // Logits in node chunks so that [rc, nc, V] stays within the budget.
-            let nc = (budget / (rc as usize * vocab * 4 * 2)).clamp(1, n as usize) as i64;
+            let nc = (budget / (rc as usize * vocab * 8 * 3)).clamp(1, n as usize) as i64;
             let (edge_idx, src, tok): (Vec<i64>, Vec<i64>, Vec<i64>) = {
                 let mut a = (Vec::new(), Vec::new(), Vec::new());
                 for (i, (s, t)) in self.trie.edges.iter().enumerate() {
@@ -297,7 +313,8 @@ impl<'a> Scorer<'a> {
             let mut s0 = 0i64;
             while s0 < n {
                 let len = nc.min(n - s0);
-                let logits = m.logits(&hidden.narrow(1, s0, len)); // [rc, len, V]
+                // Normalized in f64: the K label scores are sums of up to ~40 terms.
+                let logits = m.logits(&hidden.narrow(1, s0, len)).to_kind(Kind::Double); // [rc, len, V]
                 let lse = logits.logsumexp([-1i64].as_slice(), false); // [rc, len]
                 let sel: Vec<usize> = (0..src.len())
                     .filter(|&j| src[j] >= s0 && src[j] < s0 + len)
@@ -336,7 +353,7 @@ impl<'a> Scorer<'a> {
                     let mut seq = context.to_vec();
                     seq.extend(c.iter().map(|&t| t as i64));
                     let ids = Tensor::from_slice(&seq).to_device(dev).unsqueeze(0);
-                    let lp = m.forward(&ids).get(0).log_softmax(-1, Kind::Float);
+                    let lp = m.forward(&ids).get(0).log_softmax(-1, Kind::Double);
                     let base = context.len() as i64 - 1;
                     c.iter()
                         .enumerate()

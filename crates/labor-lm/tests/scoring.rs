@@ -58,7 +58,7 @@ fn trie_scores_equal_naive_scores_for_every_label() {
         for budget in [512 << 20, 1] {
             let scorer = Scorer::new(
                 &model,
-                &trie,
+                trie.clone(),
                 ScoreOptions {
                     mem_budget_bytes: budget,
                 },
@@ -91,7 +91,7 @@ fn rejects_contexts_outside_the_text_and_beyond_the_position_limit() {
     let mut cfg = configs().remove(0);
     cfg.max_position_embeddings = 20;
     let (_vs, model) = tiny(&cfg, 1);
-    let scorer = Scorer::new(&model, &trie, ScoreOptions::default());
+    let scorer = Scorer::new(&model, trie, ScoreOptions::default());
     let text: Vec<i64> = (0..30).map(|i| i % 40).collect();
     assert!(
         scorer

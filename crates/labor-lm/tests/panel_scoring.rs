@@ -1,0 +1,198 @@
+//! The language-model predictor on a real (synthetic) panel: for every record and every label,
+//! the trie scorer equals the naive loop (one pass over context + continuation per label).
+
+use labor_data::predictions::Predictor;
+use labor_data::{Panel, Taxonomy};
+use labor_lm::predict::{Icl, LmPredictor, encode};
+use labor_lm::score::{LabelTrie, ScoreOptions, Scorer};
+use labor_lm::{Llama, LlamaConfig};
+use labor_synth::{Generator, World};
+use labor_text::{Renderer, Switches, Template};
+use tch::{Device, Kind, Tensor, nn};
+
+fn small_panel() -> Panel {
+    let g = Generator::new(
+        World::preset("nlsy79").unwrap(),
+        Taxonomy::embedded_default(),
+        5,
+    )
+    .unwrap();
+    let (mut panel, _) = labor_synth::into_panel(&g.taxonomy, g.generate(3, 1, 0, &|_| {}));
+    for p in &mut panel.persons {
+        p.records.truncate(4);
+    }
+    panel
+}
+
+fn random_model(vocab: usize) -> (nn::VarStore, Llama) {
+    let cfg = LlamaConfig::small(vocab, 32, 64, 2, 4, 2, 4096, false);
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::new(&vs.root(), &cfg, false);
+    tch::no_grad(|| {
+        for (name, mut v) in vs.variables() {
+            let r = Tensor::randn(v.size(), (Kind::Float, Device::Cpu));
+            v.copy_(&if name.ends_with("norm.weight") {
+                r * 0.1 + 1.0
+            } else {
+                r * 0.1
+            });
+        }
+    });
+    (vs, model)
+}
+
+#[test]
+fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
+    let panel = small_panel();
+    let template = Template::labor_v1();
+    let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
+    let texts: Vec<String> = panel
+        .persons
+        .iter()
+        .map(|p| renderer.render(p, &panel.taxonomy).text)
+        .collect();
+    let tok = labor_text::tokenize::train_bpe(
+        texts.iter().map(String::as_str),
+        600,
+        &template.terminator,
+    )
+    .unwrap();
+    let (_vs, model) = random_model(tok.get_vocab_size(true));
+    let mut lm = LmPredictor::new(
+        "lm",
+        &model,
+        &tok,
+        &renderer,
+        &panel.taxonomy,
+        ScoreOptions::default(),
+        None,
+    )
+    .unwrap();
+    let conts = lm.continuations().to_vec();
+    let naive = Scorer::new(
+        &model,
+        LabelTrie::new(&conts).unwrap(),
+        ScoreOptions::default(),
+    );
+    let k = panel.taxonomy.len();
+    let mut checked = 0;
+    let mut worst = 0f64;
+    for (person, text) in panel.persons.iter().zip(&texts) {
+        let ts: Vec<usize> = (0..person.records.len()).collect();
+        let pred = lm.predict(person, &ts).unwrap();
+        assert_eq!(pred.icl_k, None);
+        let rendered = renderer.render(person, &panel.taxonomy);
+        let spans: Vec<_> = rendered
+            .records
+            .iter()
+            .zip(&person.records)
+            .map(|(s, r)| (s.context_end, s.continuation[1], r.label.index()))
+            .collect();
+        let enc = encode(&tok, text, &spans, &conts).unwrap();
+        for (r, &c) in enc.contexts.iter().enumerate() {
+            let want = naive.score_naive(&enc.ids[..c], &conts);
+            assert_eq!(pred.logp[r].len(), k);
+            for (label, (g, w)) in pred.logp[r].iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "record {r} label {label}: trie {g} naive {w}"
+                );
+                worst = worst.max((g - w).abs());
+                checked += 1;
+            }
+            let (row, p) = labor_data::predictions::row_from_logp(
+                "lm",
+                person,
+                labor_data::Split::Test,
+                &panel.taxonomy,
+                r,
+                &pred.logp[r],
+                None,
+            );
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+            assert!(row.leak > 0.0 && row.leak < 1.0);
+            assert!(row.logp < row.logp_norm);
+            // The true label's trie score is also its in-text score (the text's own tokens).
+            let ids = Tensor::from_slice(&enc.ids).unsqueeze(0);
+            let lp = tch::no_grad(|| model.forward(&ids))
+                .get(0)
+                .log_softmax(-1, Kind::Float);
+            let truth = &conts[person.records[r].label.index()];
+            let in_text: f64 = truth
+                .iter()
+                .enumerate()
+                .map(|(j, &t)| lp.double_value(&[(c + j) as i64 - 1, t as i64]))
+                .sum();
+            assert!(
+                (in_text - row.logp).abs() < 1e-4,
+                "{in_text} vs {}",
+                row.logp
+            );
+        }
+    }
+    assert!(checked >= 3 * 2 * k, "checked {checked} label scores");
+    eprintln!("{checked} label scores; largest |trie - naive| = {worst:.2e}");
+}
+
+#[test]
+fn in_context_examples_exclude_the_person_and_fit_the_window() {
+    let panel = small_panel();
+    let template = Template::labor_v1();
+    let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
+    let texts: Vec<String> = panel
+        .persons
+        .iter()
+        .map(|p| renderer.render(p, &panel.taxonomy).text)
+        .collect();
+    let tok = labor_text::tokenize::train_bpe(
+        texts.iter().map(String::as_str),
+        600,
+        &template.terminator,
+    )
+    .unwrap();
+    let pool: Vec<_> = panel
+        .persons
+        .iter()
+        .zip(&texts)
+        .map(|(p, t)| {
+            let n = tok.encode(t.as_str(), false).unwrap().len();
+            (p.dataset.clone(), p.person_id.clone(), t.clone(), n)
+        })
+        .collect();
+    let icl = Icl {
+        k: 5,
+        seed: 9,
+        pool: pool.clone(),
+    };
+    let me = &panel.persons[0];
+    let (prefix, used) = icl.prefix(me, usize::MAX);
+    assert_eq!(used, 2, "only the two other persons can be drawn");
+    assert!(!prefix.contains(&texts[0]));
+    assert_eq!(
+        icl.prefix(me, usize::MAX),
+        (prefix.clone(), used),
+        "reproducible"
+    );
+    let one = pool[1].3.max(pool[2].3) + 1;
+    let (_, used) = icl.prefix(me, one);
+    assert_eq!(used, 1, "a budget for one text takes one");
+    let (_, used) = icl.prefix(me, 3);
+    assert_eq!(used, 0);
+    // Scoring with in-context examples records how many were used.
+    let (_vs, model) = random_model(tok.get_vocab_size(true));
+    let mut lm = LmPredictor::new(
+        "lm-icl",
+        &model,
+        &tok,
+        &renderer,
+        &panel.taxonomy,
+        ScoreOptions::default(),
+        None,
+    )
+    .unwrap()
+    .with_icl(icl);
+    let pred = lm.predict(me, &[0, 1]).unwrap();
+    assert_eq!(pred.icl_k, Some(2));
+    assert_eq!(pred.logp.len(), 2);
+}
