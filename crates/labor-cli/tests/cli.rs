@@ -502,3 +502,144 @@ fn text_render_and_tokenizer_train_check() {
     .unwrap();
     assert!(first["ids"].as_array().unwrap().len() > 20);
 }
+
+#[test]
+fn lm_init_then_score_writes_valid_predictions_and_distributions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "60",
+        "--seed",
+        "4",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    let tok = d.join("tok.json");
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--vocab-size",
+        "1500",
+        "--out",
+        p(&tok),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let shape = d.join("tiny.toml");
+    std::fs::write(
+        &shape,
+        "hidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 1\n\
+         num_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 2048\n",
+    )
+    .unwrap();
+    let model = d.join("model");
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&model),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    let o = labor(&["lm", "info", p(&model)]);
+    assert!(text(&o).0.contains("layers 1, width 32"), "{:?}", text(&o));
+
+    let preds = d.join("preds.parquet");
+    let full = d.join("full.parquet");
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&model),
+        "--panel",
+        p(&panel),
+        "--split",
+        "test",
+        "--limit",
+        "2",
+        "--out",
+        p(&preds),
+        "--full-dist",
+        p(&full),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("records/s"), "{:?}", text(&o));
+    let rows = labor_data::predictions::read_logp(std::fs::File::open(&preds).unwrap()).unwrap();
+    // Every record of the first two test persons, t = 1.. in order.
+    let persons: std::collections::BTreeSet<_> = rows.iter().map(|r| r.1.clone()).collect();
+    assert_eq!(persons.len(), 2);
+    assert!(rows.iter().all(|r| r.3 < 0.0 && r.3.is_finite()));
+    let first: Vec<i32> = rows
+        .iter()
+        .take_while(|r| r.1 == rows[0].1)
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(first, (1..=first.len() as i32).collect::<Vec<_>>());
+    // The full distributions: one row per record, 4 key columns + one column per label.
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&full).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    assert_eq!(meta.file_metadata().num_rows() as usize, rows.len());
+    assert_eq!(meta.file_metadata().schema_descr().num_columns(), 4 + 451);
+
+    // Clear errors: a bad split, a missing model, an unknown key in the shape file.
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&model),
+        "--panel",
+        p(&panel),
+        "--split",
+        "tset",
+        "--out",
+        p(&preds),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("expected train, valid or test"),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&d.join("nope")),
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&preds),
+    ]);
+    assert!(
+        text(&o).1.contains("not a model directory"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::write(&shape, "hidden_size = 32\nhiden_layers = 2\n").unwrap();
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&model),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("unknown field"), "{:?}", text(&o));
+}

@@ -147,15 +147,25 @@ pub enum Mask<'a> {
     /// Explicit boolean mask `[batch or 1, 1, new, cached + new]`, `true` = may attend.
     Explicit(&'a Tensor),
     /// Tree attention for trie scoring: the new positions are the same N trie nodes for each of
-    /// R rows. Row r's nodes see the first cached positions where `ctx_valid [R, Lc]` is true (the
-    /// cache may have batch 1: it is broadcast, not copied), and node i sees the nodes
-    /// `anc_idx[i, ..]` (`[N, D]`: itself and its ancestors) where `anc_valid [N, D]` is true.
-    /// Costs N·(Lc + D) scores per row and head instead of N·(Lc + N). The cache is not extended.
+    /// R rows, ordered by depth and grouped in `levels`. Row r's nodes see the first cached
+    /// positions where `ctx_valid [R, Lc]` is true (the cache may have batch 1: it is broadcast,
+    /// not copied), and a node at depth d sees itself and its d − 1 ancestors. Costs
+    /// N·Lc + Σ depth scores per row and head instead of N·(Lc + N). The cache is not extended.
     Tree {
         ctx_valid: &'a Tensor,
-        anc_idx: &'a Tensor,
-        anc_valid: &'a Tensor,
+        levels: &'a [TreeLevel],
     },
+}
+
+/// The trie nodes of one depth: rows `start..start + len` of the new positions, and for each of
+/// them (row-major, `[len · depth]`) the indices of itself and its ancestors among the new
+/// positions.
+#[derive(Debug)]
+pub struct TreeLevel {
+    pub start: i64,
+    pub len: i64,
+    pub depth: i64,
+    pub anc: Tensor,
 }
 
 /// RoPE inverse frequencies (HF's `_compute_default_rope_parameters` and the Llama-3 variant),
@@ -245,14 +255,9 @@ impl Attention {
             .transpose(1, 2);
         let q = &q * cos + rotate_half(&q) * sin;
         let k = &k * cos + rotate_half(&k) * sin;
-        if let Mask::Tree {
-            ctx_valid,
-            anc_idx,
-            anc_valid,
-        } = mask
-        {
+        if let Mask::Tree { ctx_valid, levels } = mask {
             let (pk, pv) = past.expect("tree attention needs the context's cache");
-            let y = self.tree_attention(&q, &k, &v, pk, pv, ctx_valid, anc_idx, anc_valid);
+            let y = self.tree_attention(&q, &k, &v, pk, pv, ctx_valid, levels);
             let y = y
                 .transpose(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]);
@@ -322,46 +327,47 @@ impl Attention {
         pk: &Tensor,
         pv: &Tensor,
         ctx_valid: &Tensor,
-        anc_idx: &Tensor,
-        anc_valid: &Tensor,
+        levels: &[TreeLevel],
     ) -> Tensor {
-        let (r, n, hd) = (q.size()[0], q.size()[2], self.head_dim);
+        let (r, hd) = (q.size()[0], self.head_dim);
         let (kvh, rep) = (self.kv_heads, self.heads / self.kv_heads);
         let lc = pk.size()[2];
-        let d = anc_idx.size()[1];
-        let scale = 1.0 / (hd as f64).sqrt();
         let kind = q.kind();
-        // Scores against the context: [R, Hkv, rep·N, Lc] → [R, Hkv, rep, N, Lc].
-        let sa = (q
-            .reshape([r, kvh, rep * n, hd])
-            .matmul(&pk.transpose(-1, -2))
-            * scale)
-            .reshape([r, kvh, rep, n, lc])
-            .to_kind(Kind::Float)
-            .masked_fill(
-                &ctx_valid.logical_not().view([r, 1, 1, 1, lc]),
-                f64::NEG_INFINITY,
-            );
-        // Scores against the node's own ancestors: [R, Hkv, N, rep, D] → [R, Hkv, rep, N, D].
-        let flat = anc_idx.flatten(0, -1);
-        let ka = k.index_select(2, &flat).reshape([r, kvh, n, d, hd]);
-        let va = v.index_select(2, &flat).reshape([r, kvh, n, d, hd]);
-        let qn = q.reshape([r, kvh, rep, n, hd]).permute([0, 1, 3, 2, 4]);
-        let sb = (qn.matmul(&ka.transpose(-1, -2)) * scale)
-            .to_kind(Kind::Float)
-            .masked_fill(
-                &anc_valid.logical_not().view([1, 1, n, 1, d]),
-                f64::NEG_INFINITY,
-            )
-            .permute([0, 1, 3, 2, 4]);
-        let p = Tensor::cat(&[sa, sb], -1)
-            .softmax(-1, Kind::Float)
-            .to_kind(kind);
-        let pa = p.narrow(-1, 0, lc).reshape([r, kvh, rep * n, lc]);
-        let pb = p.narrow(-1, lc, d).permute([0, 1, 3, 2, 4]); // [R, Hkv, N, rep, D]
-        let ya = pa.matmul(pv).reshape([r, kvh, rep, n, hd]);
-        let yb = pb.matmul(&va).permute([0, 1, 3, 2, 4]); // [R, Hkv, rep, N, hd]
-        (ya + yb).reshape([r, kvh * rep, n, hd])
+        let q = q * (1.0 / (hd as f64).sqrt());
+        let pkt = pk.transpose(-1, -2);
+        // 0 where the row's context reaches, -inf beyond: [R, 1, 1, 1, Lc].
+        let bias = Tensor::zeros([r, lc], (Kind::Float, q.device()))
+            .masked_fill(&ctx_valid.logical_not(), f64::NEG_INFINITY)
+            .view([r, 1, 1, 1, lc]);
+        let mut out = Vec::with_capacity(levels.len());
+        for lv in levels {
+            let (len, d) = (lv.len, lv.depth);
+            let ql = q.narrow(2, lv.start, len);
+            // Against the context: [R, Hkv, rep, len, Lc].
+            let sa = ql
+                .reshape([r, kvh, rep * len, hd])
+                .matmul(&pkt)
+                .reshape([r, kvh, rep, len, lc])
+                .to_kind(Kind::Float)
+                + &bias;
+            // Against the node itself and its d − 1 ancestors: [R, Hkv, rep, len, d].
+            let ka = k.index_select(2, &lv.anc).reshape([r, kvh, len, d, hd]);
+            let va = v.index_select(2, &lv.anc).reshape([r, kvh, len, d, hd]);
+            let qn = ql.reshape([r, kvh, rep, len, hd]).permute([0, 1, 3, 2, 4]);
+            let sb = qn
+                .matmul(&ka.transpose(-1, -2))
+                .to_kind(Kind::Float)
+                .permute([0, 1, 3, 2, 4]);
+            let p = Tensor::cat(&[sa, sb], -1)
+                .softmax(-1, Kind::Float)
+                .to_kind(kind);
+            let pa = p.narrow(-1, 0, lc).reshape([r, kvh, rep * len, lc]);
+            let pb = p.narrow(-1, lc, d).permute([0, 1, 3, 2, 4]); // [R, Hkv, len, rep, d]
+            let ya = pa.matmul(pv).reshape([r, kvh, rep, len, hd]);
+            let yb = pb.matmul(&va).permute([0, 1, 3, 2, 4]);
+            out.push((ya + yb).reshape([r, kvh * rep, len, hd]));
+        }
+        Tensor::cat(&out, 2)
     }
 }
 

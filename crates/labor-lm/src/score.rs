@@ -10,7 +10,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{KvCache, Llama, Mask};
+use crate::model::{KvCache, Llama, Mask, TreeLevel};
 
 /// The K continuations as a token trie.
 #[derive(Debug, Clone)]
@@ -96,31 +96,35 @@ impl LabelTrie {
         self.paths.iter().map(Vec::len).max().unwrap_or(0)
     }
 
-    /// `[N, D]` indices of each node's ancestors-or-self (padded with the node itself) and the
-    /// `[N, D]` validity of each entry; D is the deepest node's depth.
-    fn ancestors(&self, device: Device) -> (Tensor, Tensor) {
-        let n = self.tokens.len();
-        let d = self.depths.iter().copied().max().unwrap_or(1).max(1) as usize;
-        let mut idx = vec![0i64; n * d];
-        let mut valid = vec![false; n * d];
-        for i in 0..n {
-            let mut j = Some(i);
-            let mut c = 0;
-            while let Some(a) = j {
-                idx[i * d + c] = a as i64;
-                valid[i * d + c] = true;
-                c += 1;
-                j = self.parents[a];
+    /// The nodes grouped by depth (they are stored in breadth-first order), each with the
+    /// indices of itself and its ancestors.
+    fn levels(&self, device: Device) -> Vec<TreeLevel> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < self.tokens.len() {
+            let depth = self.depths[start];
+            let len = self.depths[start..]
+                .iter()
+                .take_while(|&&d| d == depth)
+                .count();
+            let mut anc = Vec::with_capacity(len * depth as usize);
+            for i in start..start + len {
+                let mut j = Some(i);
+                while let Some(a) = j {
+                    anc.push(a as i64);
+                    j = self.parents[a];
+                }
             }
-            for x in &mut idx[i * d + c..(i + 1) * d] {
-                *x = i as i64;
-            }
+            debug_assert_eq!(anc.len(), len * depth as usize);
+            out.push(TreeLevel {
+                start: start as i64,
+                len: len as i64,
+                depth,
+                anc: Tensor::from_slice(&anc).to_device(device),
+            });
+            start += len;
         }
-        let shape = [n as i64, d as i64];
-        (
-            Tensor::from_slice(&idx).view(shape).to_device(device),
-            Tensor::from_slice(&valid).view(shape).to_device(device),
-        )
+        out
     }
 }
 
@@ -151,8 +155,7 @@ pub struct Scorer<'a> {
     pub model: &'a Llama,
     pub trie: LabelTrie,
     pub options: ScoreOptions,
-    anc_idx: Tensor,
-    anc_valid: Tensor,
+    levels: Vec<TreeLevel>,
     node_tokens: Tensor,
     node_depths: Tensor,
 }
@@ -160,12 +163,10 @@ pub struct Scorer<'a> {
 impl<'a> Scorer<'a> {
     pub fn new(model: &'a Llama, trie: LabelTrie, options: ScoreOptions) -> Self {
         let d = model.device();
-        let (anc_idx, anc_valid) = trie.ancestors(d);
         Self {
             model,
             options,
-            anc_idx,
-            anc_valid,
+            levels: trie.levels(d),
             node_tokens: Tensor::from_slice(&trie.tokens).to_device(d),
             node_depths: Tensor::from_slice(&trie.depths).to_device(d),
             trie,
@@ -293,12 +294,11 @@ impl<'a> Scorer<'a> {
                 Some(&mut c),
                 Mask::Tree {
                     ctx_valid: &ctx_valid,
-                    anc_idx: &self.anc_idx,
-                    anc_valid: &self.anc_valid,
+                    levels: &self.levels,
                 },
             );
             // Logits in node chunks so that [rc, nc, V] stays within the budget.
-            let nc = (budget / (rc as usize * vocab * 8 * 3)).clamp(1, n as usize) as i64;
+            let nc = (budget / (rc as usize * vocab * 4 * 2)).clamp(1, n as usize) as i64;
             let (edge_idx, src, tok): (Vec<i64>, Vec<i64>, Vec<i64>) = {
                 let mut a = (Vec::new(), Vec::new(), Vec::new());
                 for (i, (s, t)) in self.trie.edges.iter().enumerate() {
@@ -313,8 +313,7 @@ impl<'a> Scorer<'a> {
             let mut s0 = 0i64;
             while s0 < n {
                 let len = nc.min(n - s0);
-                // Normalized in f64: the K label scores are sums of up to ~40 terms.
-                let logits = m.logits(&hidden.narrow(1, s0, len)).to_kind(Kind::Double); // [rc, len, V]
+                let logits = m.logits(&hidden.narrow(1, s0, len)); // [rc, len, V], f32
                 let lse = logits.logsumexp([-1i64].as_slice(), false); // [rc, len]
                 let sel: Vec<usize> = (0..src.len())
                     .filter(|&j| src[j] >= s0 && src[j] < s0 + len)
@@ -330,7 +329,7 @@ impl<'a> Scorer<'a> {
                         .to_device(dev);
                     let picked =
                         logits.index(&[None, Some(&ls), Some(&lt)]) - lse.index_select(1, &ls);
-                    let _ = edge_vals.index_copy_(1, &e, &picked);
+                    let _ = edge_vals.index_copy_(1, &e, &picked.to_kind(Kind::Double));
                 }
                 s0 += len;
             }

@@ -1,0 +1,158 @@
+//! `labor bench score`: full-distribution scoring with the trie and KV cache against the naive
+//! K-pass loop on the same model and records, and an input file for the Python reference
+//! (`tools/reference/bench_score.py`) over exactly the same token ids.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use labor_data::predictions::Predictor;
+use labor_data::{Split, SplitSpec};
+use labor_lm::predict::{LmPredictor, encode};
+use labor_lm::runtime::DeviceRequest;
+use labor_lm::score::{LabelTrie, ScoreOptions, Scorer};
+use labor_text::Renderer;
+
+use crate::io::{CmdResult, PanelInput, write_atomic};
+use crate::lm::{load_model, resolve_kind};
+use crate::text::{TextArgs, panel_and_template};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time trie scoring against the naive loop (one forward pass per label) on the same records.
+    Score(BenchScoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchScoreArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub panel: PathBuf,
+    #[command(flatten)]
+    pub input: PanelInput,
+    #[command(flatten)]
+    pub text: TextArgs,
+    /// Test-split persons to take (the first ones).
+    #[arg(long, default_value_t = 2)]
+    pub persons: usize,
+    /// Records per person: the first, the last and evenly spaced ones between.
+    #[arg(long, default_value_t = 3)]
+    pub records: usize,
+    /// Skip the naive loop (for large models).
+    #[arg(long)]
+    pub no_naive: bool,
+    /// Write the records' context ids and the label continuations for bench_score.py.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+    /// Write the trie's log-probabilities (records × labels) as JSON, to compare with Python's.
+    #[arg(long)]
+    pub logp_out: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+}
+
+pub fn run(cmd: &BenchCommand) -> CmdResult {
+    let BenchCommand::Score(a) = cmd;
+    let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
+    let device = a.device.parse::<DeviceRequest>()?.resolve()?;
+    let kind = resolve_kind(&a.dtype, device)?;
+    let m = load_model(&a.model, device, kind, false)?;
+    let renderer =
+        Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
+    let mut lm = LmPredictor::new(
+        "lm",
+        &m.model,
+        &m.tokenizer,
+        &renderer,
+        &panel.taxonomy,
+        ScoreOptions::default(),
+        None,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let conts = lm.continuations().to_vec();
+    let spec = SplitSpec::default();
+    let chosen: Vec<(&labor_data::Person, Vec<usize>)> = panel
+        .persons
+        .iter()
+        .filter(|p| p.split_or(&spec) == Split::Test)
+        .take(a.persons)
+        .map(|p| {
+            let n = p.records.len();
+            let r = a.records.clamp(1, n);
+            let mut ts: Vec<usize> = (0..r)
+                .map(|i| if r == 1 { n - 1 } else { i * (n - 1) / (r - 1) })
+                .collect();
+            ts.dedup();
+            (p, ts)
+        })
+        .collect();
+    let n_records: usize = chosen.iter().map(|(_, ts)| ts.len()).sum();
+    // Warm-up (first-call allocations), untimed.
+    if let Some((p, ts)) = chosen.first() {
+        lm.predict(p, &ts[..1]).map_err(|e| anyhow!(e))?;
+    }
+    let t0 = Instant::now();
+    let mut trie_logp = Vec::new();
+    for (p, ts) in &chosen {
+        trie_logp.extend(lm.predict(p, ts).map_err(|e| anyhow!(e))?.logp);
+    }
+    let trie_s = t0.elapsed().as_secs_f64();
+    let mut contexts: Vec<Vec<i64>> = Vec::new();
+    for (p, ts) in &chosen {
+        let r = renderer.render(p, &panel.taxonomy);
+        let spans: Vec<_> = ts
+            .iter()
+            .map(|&t| {
+                let s = &r.records[t];
+                (s.context_end, s.continuation[1], p.records[t].label.index())
+            })
+            .collect();
+        let enc = encode(&m.tokenizer, &r.text, &spans, &conts).map_err(|e| anyhow!(e))?;
+        contexts.extend(enc.contexts.iter().map(|&c| enc.ids[..c].to_vec()));
+    }
+    let ctx_tokens: usize = contexts.iter().map(Vec::len).sum();
+    let mut report = serde_json::json!({
+        "model": a.model.display().to_string(),
+        "parameters": m.model.config.n_params(),
+        "device": format!("{device:?}"),
+        "records": n_records,
+        "labels": conts.len(),
+        "trie_nodes": lm.trie_nodes(),
+        "mean_context_tokens": ctx_tokens as f64 / n_records as f64,
+        "trie_seconds": trie_s,
+        "trie_records_per_s": n_records as f64 / trie_s,
+    });
+    if !a.no_naive {
+        let naive = Scorer::new(
+            &m.model,
+            LabelTrie::new(&conts).map_err(|e| anyhow!(e))?,
+            ScoreOptions::default(),
+        );
+        let t1 = Instant::now();
+        let mut worst = 0f64;
+        for (c, want) in contexts.iter().zip(&trie_logp) {
+            let got = naive.score_naive(c, &conts);
+            for (g, w) in got.iter().zip(want) {
+                worst = worst.max((g - w).abs());
+            }
+        }
+        let naive_s = t1.elapsed().as_secs_f64();
+        report["naive_seconds"] = naive_s.into();
+        report["naive_records_per_s"] = (n_records as f64 / naive_s).into();
+        report["speedup_vs_naive"] = (naive_s / trie_s).into();
+        report["max_abs_diff_trie_vs_naive"] = worst.into();
+    }
+    if let Some(path) = &a.dump {
+        let json = serde_json::json!({"contexts": contexts, "continuations": conts});
+        write_atomic(path, |w| Ok(serde_json::to_writer(w, &json)?))?;
+    }
+    if let Some(path) = &a.logp_out {
+        write_atomic(path, |w| Ok(serde_json::to_writer(w, &trie_logp)?))?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
