@@ -597,6 +597,46 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
     assert_eq!(meta.file_metadata().num_rows() as usize, rows.len());
     assert_eq!(meta.file_metadata().schema_descr().num_columns(), 4 + 451);
 
+    // In-context learning: the number of prepended training texts is recorded on every row.
+    let icl = d.join("icl.parquet");
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&model),
+        "--panel",
+        p(&panel),
+        "--limit",
+        "1",
+        "--icl",
+        "2",
+        "--icl-seed",
+        "5",
+        "--out",
+        p(&icl),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&icl).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    for b in batches {
+        let b = b.unwrap();
+        let k = b.column_by_name("icl_k").unwrap();
+        let k = k
+            .as_any()
+            .downcast_ref::<arrow_array::Int32Array>()
+            .unwrap();
+        assert!(k.iter().all(|x| x == Some(2)), "{k:?}");
+        let m = b.column_by_name("model").unwrap();
+        let m = m
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        assert!(m.iter().all(|x| x == Some("lm-icl2")));
+    }
+
     // Clear errors: a bad split, a missing model, an unknown key in the shape file.
     let o = labor(&[
         "score",

@@ -8,6 +8,7 @@ pub mod model;
 pub mod predict;
 pub mod runtime;
 pub mod score;
+pub mod train;
 pub mod weights;
 
 pub use config::LlamaConfig;

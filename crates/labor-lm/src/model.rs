@@ -501,7 +501,8 @@ impl Llama {
                 layer
                     .self_attn
                     .forward(&layer.input_layernorm.forward(&x), &cos, &sin, p, &mask);
-            x += a;
+            // Not `+=`: the old `x` is saved for the backward pass.
+            x = &x + a;
             x = &x
                 + layer
                     .mlp
