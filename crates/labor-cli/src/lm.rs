@@ -197,7 +197,7 @@ pub enum LmCommand {
 }
 
 /// The shape of a from-scratch model (`labor lm init --config`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitConfig {
     pub hidden_size: usize,

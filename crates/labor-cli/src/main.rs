@@ -8,6 +8,7 @@ mod lm;
 mod synth;
 mod taxonomy;
 mod text;
+mod train;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Command {
     /// Language-model directories: fetch a pre-trained model, import GGUF, initialise, describe.
     #[command(subcommand)]
     Lm(lm::LmCommand),
+    /// Fine-tune or train a language model from one TOML run description (docs/train.md).
+    Train(train::TrainArgs),
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
     Score(lm::ScoreArgs),
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Env(a) => env(a),
         Command::Lm(c) => lm::run_lm(c),
         Command::Score(a) => lm::run_score(a),
+        Command::Train(a) => train::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),
     };

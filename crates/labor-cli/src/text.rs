@@ -165,7 +165,7 @@ pub fn panel_and_template(
 }
 
 /// Runs the alignment check of `tok` on the panel's contexts and reports it.
-fn align(tok: &Tokenizer, p: &Panel, r: &Renderer) -> CmdResult {
+pub fn align(tok: &Tokenizer, p: &Panel, r: &Renderer) -> CmdResult {
     let bad =
         check_alignment(tok, &contexts(p, r), &r.continuations()).map_err(|e| anyhow!("{e}"))?;
     report_alignment(&bad, p)

@@ -683,3 +683,156 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("unknown field"), "{:?}", text(&o));
 }
+
+/// A tiny synthetic panel and a from-scratch run description for training tests.
+fn tiny_run(d: &Path, workers: &str) -> PathBuf {
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        workers,
+        "--seed",
+        "8",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let cfg = d.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nvocab_size = 800\n[model.scratch]\nhidden_size = 32\nintermediate_size = 64\n\
+             num_hidden_layers = 1\nnum_attention_heads = 2\nmax_position_embeddings = 1024\n\
+             [data]\npanels = [{:?}]\n[optim]\nlr = 3e-3\nwarmup_steps = 2\nweight_decay = 0.1\n\
+             [train]\ntotal_steps = 12\nbatch_size = 4\ngrad_accum = 2\neval_every = 4\n\
+             checkpoint_every = 3\neval_texts = 8\n",
+            p(&syn.join("panel.parquet"))
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn same_weights(a: &Path, b: &Path) {
+    let x = std::fs::read(a.join("model.safetensors")).unwrap();
+    let y = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+#[test]
+fn train_resumes_exactly_after_a_stop_and_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_run(d, "80");
+    // Straight through.
+    let a = d.join("a");
+    let o = labor(&["train", "--config", p(&cfg), "--out", p(&a)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("12 steps done"), "{:?}", text(&o));
+    let lines = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().filter(|r| r.get("val_loss").is_some()).count() == 3);
+    let first = rows[0]["loss"].as_f64().unwrap();
+    let last = rows[11]["loss"].as_f64().unwrap();
+    assert!(last < first, "training loss {first} -> {last}");
+
+    // Stopped after 5 steps (checkpoint written at the stop), then resumed: bitwise the same.
+    let b = d.join("b");
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&b),
+        "--stop-after",
+        "5",
+    ]);
+    assert!(
+        text(&o).0.contains("stopped at step 5 of 12"),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&["train", "--resume", p(&b)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    same_weights(&a.join("final"), &b.join("final"));
+    same_weights(&a.join("best"), &b.join("best"));
+
+    // Killed with SIGKILL after its first checkpoint, then resumed: nothing lost, same result.
+    let c = d.join("c");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labor"))
+        .args(["train", "--config", p(&cfg), "--out", p(&c)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = c.join("checkpoints");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&ck).is_ok_and(|mut r| {
+        r.any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+    }) {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it was killed");
+    let o = labor(&["train", "--resume", p(&c)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let err = text(&o).1;
+    let from: usize = err
+        .split("(step ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resume step in {err:?}"));
+    assert!((3..12).contains(&from), "resumed from step {from}");
+    same_weights(&a.join("final"), &c.join("final"));
+
+    // The best checkpoint is a model directory `labor score` reads directly.
+    let preds = d.join("preds.parquet");
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&a.join("best")),
+        "--panel",
+        p(&d.join("syn/panel.parquet")),
+        "--limit",
+        "1",
+        "--out",
+        p(&preds),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+
+    // Clear errors: an existing run directory, an unknown key, a bad override.
+    let o = labor(&["train", "--config", p(&cfg), "--out", p(&a)]);
+    assert!(text(&o).1.contains("already holds a run"), "{:?}", text(&o));
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&d.join("e")),
+        "train.batchsize=2",
+    ]);
+    assert!(text(&o).1.contains("unknown field"), "{:?}", text(&o));
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&d.join("e")),
+        "optim.lr",
+    ]);
+    assert!(text(&o).1.contains("expected KEY=VALUE"), "{:?}", text(&o));
+}

@@ -228,3 +228,25 @@ pub fn save(
 pub fn named(vs: &VarStore) -> BTreeMap<String, Tensor> {
     vs.variables().into_iter().collect()
 }
+
+/// Every tensor of a safetensors buffer, by name, as CPU tensors of their stored kind.
+pub fn read_named(file: &str, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, WeightError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| WeightError::Format {
+        file: file.to_string(),
+        what: e.to_string(),
+    })?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let kind = kind_of(v.dtype()).ok_or_else(|| WeightError::Dtype {
+                file: file.to_string(),
+                name: name.clone(),
+                dtype: v.dtype(),
+            })?;
+            let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+            let t = Tensor::f_from_data_size(v.data(), &shape, kind)
+                .map_err(|e| WeightError::Other(format!("{file}: `{name}`: {e}")))?;
+            Ok((name, t))
+        })
+        .collect()
+}

@@ -1,0 +1,634 @@
+//! `labor train --config run.toml [key=value ...] --out RUN_DIR` and `labor train --resume RUN_DIR`.
+//!
+//! A run directory holds `config.toml` (resolved, with the total number of steps), `template.toml`,
+//! `tokenizer.json`, `metrics.jsonl` (one JSON object per step and per validation),
+//! `checkpoints/step-NNNNNNN/` (weights, optimizer moments, `state.json`; written to a temporary
+//! directory and renamed, so a killed run resumes from its last complete checkpoint), `best/`
+//! (the lowest validation loss, a model directory `labor score` reads) and `final/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use labor_data::{Panel, Person, Split, SplitSpec};
+use labor_lm::train::{AdamW, OptimConfig, StepStats, epoch_order, eval_loss, train_step};
+use labor_lm::{Llama, weights};
+use labor_text::{Renderer, Switches, Template};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn::VarStore};
+
+use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
+use crate::lm::{InitConfig, load_model, save_model};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Run description (TOML); see docs/train.md.
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Run directory to create.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last complete checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many optimizer steps in this invocation (the run stays resumable).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Overrides of the config, e.g. `optim.lr=1e-3 train.batch_size=4`.
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub method: MethodSection,
+    pub optim: OptimConfig,
+    pub train: TrainSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory to start from.
+    pub base: Option<PathBuf>,
+    /// Or a from-scratch model of this shape, with a BPE tokenizer trained on the training texts.
+    pub scratch: Option<InitConfig>,
+    /// Vocabulary size of the from-scratch tokenizer.
+    #[serde(default = "vocab")]
+    pub vocab_size: usize,
+}
+
+fn vocab() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// One panel, or several pooled into one training set (same taxonomy).
+    pub panels: Vec<PathBuf>,
+    pub taxonomy: Option<PathBuf>,
+    #[serde(default = "template")]
+    pub template: String,
+    #[serde(default)]
+    pub switches: Switches,
+    #[serde(default = "split_seed")]
+    pub split_seed: u64,
+}
+
+fn template() -> String {
+    "labor-v1".into()
+}
+fn split_seed() -> u64 {
+    labor_data::split::DEFAULT_SPLIT_SEED
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSection {
+    /// `full` (every weight trains) or `lora`.
+    #[serde(default = "full")]
+    pub kind: String,
+}
+
+fn full() -> String {
+    "full".into()
+}
+
+impl Default for MethodSection {
+    fn default() -> Self {
+        Self { kind: full() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "one_f")]
+    pub epochs: f64,
+    /// Total optimizer steps (default: from the epochs); resolved into the run's config.
+    pub total_steps: Option<usize>,
+    #[serde(default = "eight")]
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    #[serde(default = "seq")]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "fifty")]
+    pub eval_every: usize,
+    /// Validation texts used for the validation loss (the first ones of the valid split).
+    #[serde(default = "evals")]
+    pub eval_texts: usize,
+    #[serde(default = "fifty")]
+    pub checkpoint_every: usize,
+    #[serde(default = "auto")]
+    pub device: String,
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+fn one() -> usize {
+    1
+}
+fn eight() -> usize {
+    8
+}
+fn seq() -> usize {
+    1024
+}
+fn fifty() -> usize {
+    50
+}
+fn evals() -> usize {
+    256
+}
+fn auto() -> String {
+    "auto".into()
+}
+
+/// Applies `a.b.c=value` overrides to a TOML document (values parsed as TOML, else strings).
+fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> anyhow::Result<()> {
+    for o in overrides {
+        let (key, value) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("override {o:?}: expected KEY=VALUE, e.g. optim.lr=1e-3"))?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut table = &mut *doc;
+        for p in &parts[..parts.len() - 1] {
+            table = table
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or_else(|| anyhow!("override {o:?}: `{p}` is not a table"))?;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    Ok(())
+}
+
+/// Checkpoint bookkeeping (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    step: usize,
+    optimizer_t: i64,
+    best_val: Option<f64>,
+    best_step: Option<usize>,
+}
+
+struct Data {
+    train: Vec<Vec<i64>>,
+    valid: Vec<Vec<i64>>,
+    truncated: usize,
+}
+
+fn load_panels(c: &RunConfig) -> CmdResult<Panel> {
+    let input = PanelInput {
+        taxonomy: c.data.taxonomy.clone(),
+        add_unknown_labels: false,
+        from: None,
+        dataset: "career".into(),
+    };
+    let mut pooled: Option<Panel> = None;
+    for p in &c.data.panels {
+        let (panel, _) = load_panel(p, &input)?;
+        match &mut pooled {
+            None => pooled = Some(panel),
+            Some(acc) => acc.persons.extend(panel.persons),
+        }
+    }
+    pooled.ok_or_else(|| anyhow!("data.panels is empty: name at least one panel").into())
+}
+
+fn template_of(c: &RunConfig) -> anyhow::Result<Template> {
+    if let Some(t) = Template::builtin(&c.data.template) {
+        return Ok(t);
+    }
+    let text = std::fs::read_to_string(&c.data.template).with_context(|| {
+        format!(
+            "no built-in template {:?} and no such file",
+            c.data.template
+        )
+    })?;
+    Template::from_toml(&text).map_err(|e| anyhow!("{}: {e}", c.data.template))
+}
+
+fn texts(panel: &Panel, r: &Renderer, spec: &SplitSpec, split: Split) -> Vec<String> {
+    panel
+        .persons
+        .iter()
+        .filter(|p: &&Person| p.split_or(spec) == split)
+        .map(|p| r.render(p, &panel.taxonomy).text)
+        .collect()
+}
+
+fn tokenize(
+    tok: &tokenizers::Tokenizer,
+    texts: &[String],
+    max: usize,
+    eos: Option<u32>,
+) -> anyhow::Result<(Vec<Vec<i64>>, usize)> {
+    let mut truncated = 0;
+    let out = texts
+        .iter()
+        .map(|t| {
+            let mut ids: Vec<i64> = tok
+                .encode(t.as_str(), false)
+                .map_err(|e| anyhow!("{e}"))?
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect();
+            if let Some(e) = eos {
+                ids.push(e as i64);
+            }
+            if ids.len() > max {
+                ids.truncate(max);
+                truncated += 1;
+            }
+            Ok(ids)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((out, truncated))
+}
+
+pub fn run(a: &TrainArgs) -> CmdResult {
+    let (dir, config, resuming) = match (&a.resume, &a.config, &a.out) {
+        (Some(dir), _, _) => {
+            let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| {
+                format!("{}: not a run directory (no config.toml)", dir.display())
+            })?;
+            let c: RunConfig = toml::from_str(&text)
+                .map_err(|e| anyhow!("{}: {e}", dir.join("config.toml").display()))?;
+            (dir.clone(), c, true)
+        }
+        (None, Some(cfg), Some(out)) => {
+            let text = std::fs::read_to_string(cfg)
+                .with_context(|| format!("cannot read {}", cfg.display()))?;
+            let mut doc: toml::Table =
+                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+            apply_overrides(&mut doc, &a.overrides)?;
+            let c: RunConfig = toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+            if out.join("config.toml").exists() {
+                return Err(anyhow!("{} already holds a run: continue it with --resume {0}, or choose another --out", out.display()).into());
+            }
+            (out.clone(), c, false)
+        }
+        _ => unreachable!("clap requires --config and --out, or --resume"),
+    };
+    let mut c = config;
+    if c.method.kind != "full" {
+        return Err(anyhow!(
+            "method.kind {:?}: only \"full\" is available so far",
+            c.method.kind
+        )
+        .into());
+    }
+    if c.model.base.is_some() == c.model.scratch.is_some() {
+        return Err(anyhow!(
+            "[model]: give exactly one of `base` (a model directory) or `scratch` (a shape)"
+        )
+        .into());
+    }
+    let device = c
+        .train
+        .device
+        .parse::<labor_lm::runtime::DeviceRequest>()?
+        .resolve()?;
+    let panel = load_panels(&c)?;
+    let template = template_of(&c)?;
+    let renderer =
+        Renderer::new(&template, c.data.switches, &panel.taxonomy).map_err(|e| anyhow!(e))?;
+    let spec = SplitSpec {
+        seed: c.data.split_seed,
+        ..SplitSpec::default()
+    };
+    let train_texts = texts(&panel, &renderer, &spec, Split::Train);
+    let valid_texts: Vec<String> = texts(&panel, &renderer, &spec, Split::Valid)
+        .into_iter()
+        .take(c.train.eval_texts)
+        .collect();
+    if train_texts.is_empty() {
+        return Err(anyhow!("the panels have no training-split persons").into());
+    }
+    std::fs::create_dir_all(&dir)?;
+
+    // Tokenizer and model.
+    let tok_path = dir.join("tokenizer.json");
+    let (tokenizer, tok_json) = if resuming || tok_path.exists() {
+        let json = std::fs::read_to_string(&tok_path)
+            .with_context(|| format!("cannot read {}", tok_path.display()))?;
+        (
+            labor_text::tokenize::from_json(json.as_bytes()).map_err(|e| anyhow!("{e}"))?,
+            json,
+        )
+    } else if let Some(base) = &c.model.base {
+        let json = std::fs::read_to_string(base.join("tokenizer.json"))
+            .with_context(|| format!("cannot read {}/tokenizer.json", base.display()))?;
+        (
+            labor_text::tokenize::from_json(json.as_bytes()).map_err(|e| anyhow!("{e}"))?,
+            json,
+        )
+    } else {
+        eprintln!(
+            "training a {}-token BPE tokenizer on {} texts",
+            c.model.vocab_size,
+            train_texts.len()
+        );
+        let tok = labor_text::tokenize::train_bpe(
+            train_texts.iter().map(String::as_str),
+            c.model.vocab_size,
+            &template.terminator,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
+        (tok, json)
+    };
+    crate::text::align(&tokenizer, &panel, &renderer)?;
+    let eos = tokenizer.token_to_id(labor_text::tokenize::EOS);
+    let (train, truncated) = tokenize(&tokenizer, &train_texts, c.train.max_seq_len, eos)?;
+    let (valid, _) = tokenize(&tokenizer, &valid_texts, c.train.max_seq_len, eos)?;
+    let data = Data {
+        train,
+        valid,
+        truncated,
+    };
+    if data.truncated > 0 {
+        eprintln!(
+            "note: {} of {} training texts are longer than train.max_seq_len = {} tokens and are cut there",
+            data.truncated,
+            data.train.len(),
+            c.train.max_seq_len
+        );
+    }
+    let per_step = c.train.batch_size.max(1) * c.train.grad_accum.max(1);
+    let steps_per_epoch = data.train.len().div_ceil(per_step);
+    let total = c
+        .train
+        .total_steps
+        .unwrap_or(((c.train.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
+    c.train.total_steps = Some(total);
+
+    tch::manual_seed(c.train.seed as i64);
+    let (vs, model, cfg) = match &c.model.base {
+        Some(base) => {
+            let m = load_model(base, device, Kind::Float, true)?;
+            let cfg = m.model.config.clone();
+            (m.vs, m.model, cfg)
+        }
+        None => {
+            let shape = c.model.scratch.as_ref().expect("checked");
+            let cfg = shape
+                .to_config(tokenizer.get_vocab_size(true))
+                .map_err(|e| anyhow!("[model.scratch]: {e}"))?;
+            let vs = VarStore::new(device);
+            let m = Llama::new(&vs.root(), &cfg, true);
+            (vs, m, cfg)
+        }
+    };
+    if !resuming {
+        let toml_text = toml::to_string_pretty(&c).context("serialize the resolved config")?;
+        std::fs::write(dir.join("config.toml"), toml_text)?;
+        std::fs::write(dir.join("template.toml"), template.to_toml())?;
+        std::fs::write(&tok_path, &tok_json)?;
+    }
+    // The trainable variables by name, in name order (the optimizer state is keyed by name).
+    let mut names: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut opt = AdamW::new(names);
+    let mut state = State {
+        step: 0,
+        optimizer_t: 0,
+        best_val: None,
+        best_step: None,
+    };
+    if resuming {
+        if let Some(ck) = latest_checkpoint(&dir)? {
+            let w = std::fs::read(ck.join("model.safetensors"))?;
+            weights::load_into(&vs, &[("model.safetensors", &w)])?;
+            let o = std::fs::read(ck.join("optimizer.safetensors"))?;
+            let st: State = serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
+            opt.load_state(
+                &weights::read_named("optimizer.safetensors", &o)?,
+                st.optimizer_t,
+            )
+            .map_err(|e| anyhow!(e))?;
+            eprintln!(
+                "resuming {} from {} (step {})",
+                dir.display(),
+                ck.display(),
+                st.step
+            );
+            state = st;
+        } else {
+            eprintln!(
+                "resuming {}: no complete checkpoint yet, starting from step 0",
+                dir.display()
+            );
+        }
+    }
+    eprintln!(
+        "{} parameters ({} trainable), {} training texts, {} validation texts; {total} steps of {} texts ({} epochs)",
+        cfg.n_params(),
+        opt.n_params(),
+        data.train.len(),
+        data.valid.len(),
+        per_step,
+        c.train.epochs
+    );
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("metrics.jsonl"))?;
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{pos}/{len} steps [{bar:25}] {msg} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(state.step as u64);
+    let stop = a.stop_after.map_or(total, |n| (state.step + n).min(total));
+    while state.step < stop {
+        let s = state.step;
+        let epoch = s / steps_per_epoch;
+        let i = s % steps_per_epoch;
+        let order = epoch_order(data.train.len(), c.train.seed, epoch as u64);
+        let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
+        let micro: Vec<Vec<&[i64]>> = idx
+            .chunks(c.train.batch_size.max(1))
+            .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
+            .collect();
+        tch::manual_seed((c.train.seed as i64).wrapping_add(s as i64));
+        let t0 = Instant::now();
+        let stats: StepStats = match train_step(
+            &model, &mut opt, &c.optim, &micro, s, total, device,
+        ) {
+            Ok(st) => st,
+            Err(e) => {
+                pb.abandon();
+                let kept = latest_checkpoint(&dir)?
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none yet".into());
+                return Err(anyhow!("{e}; stopped without updating the weights. Last complete checkpoint: {kept}. Lower optim.lr or raise optim.warmup_steps and resume or restart.").into());
+            }
+        };
+        let tps = stats.tokens as f64 / t0.elapsed().as_secs_f64();
+        state.step += 1;
+        state.optimizer_t = opt.t;
+        let mut row = serde_json::json!({"step": stats.step, "epoch": state.step as f64 / steps_per_epoch as f64, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": stats.tokens, "tokens_per_s": tps});
+        pb.set_position(state.step as u64);
+        pb.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            stats.loss, stats.lr, tps
+        ));
+        let last = state.step == total;
+        if (state.step.is_multiple_of(c.train.eval_every) || last)
+            && !data.valid.is_empty()
+        {
+            let v = eval_loss(&model, &data.valid, c.train.batch_size, device);
+            row["val_loss"] = v.into();
+            if state.best_val.is_none_or(|b| v < b) {
+                state.best_val = Some(v);
+                state.best_step = Some(state.step);
+                save_model(
+                    &dir.join("best"),
+                    &cfg,
+                    &weights::named(&vs),
+                    &tok_json,
+                    Kind::Float,
+                )?;
+            }
+            let line = format!(
+                "step {}: validation loss {v:.4} (best {:.4} at step {})",
+                state.step,
+                state.best_val.unwrap_or(v),
+                state.best_step.unwrap_or(0)
+            );
+            pb.suspend(|| eprintln!("{line}"));
+        }
+        writeln!(metrics, "{row}")?;
+        if state.step.is_multiple_of(c.train.checkpoint_every)
+            || last
+            || state.step == stop
+        {
+            metrics.flush()?;
+            checkpoint(&dir, &vs, &opt, &state)?;
+        }
+    }
+    pb.finish_and_clear();
+    if state.step == total {
+        save_model(
+            &dir.join("final"),
+            &cfg,
+            &weights::named(&vs),
+            &tok_json,
+            Kind::Float,
+        )?;
+        if data.valid.is_empty() {
+            save_model(
+                &dir.join("best"),
+                &cfg,
+                &weights::named(&vs),
+                &tok_json,
+                Kind::Float,
+            )?;
+        }
+        println!(
+            "{}: {total} steps done; best validation loss {} at step {}; best model: {}",
+            dir.display(),
+            state.best_val.map_or("n/a".into(), |v| format!("{v:.4}")),
+            state.best_step.unwrap_or(total),
+            dir.join("best").display()
+        );
+    } else {
+        println!(
+            "{}: stopped at step {} of {total}; continue with `labor train --resume {}`",
+            dir.display(),
+            state.step,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The most recent complete checkpoint (`checkpoints/step-NNNNNNN`), if any.
+fn latest_checkpoint(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let ck = dir.join("checkpoints");
+    if !ck.exists() {
+        return Ok(None);
+    }
+    let mut best: Option<(usize, PathBuf)> = None;
+    for e in std::fs::read_dir(&ck)? {
+        let p = e?.path();
+        let Some(n) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, p));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+/// Writes `checkpoints/step-N` through a temporary directory renamed into place, then keeps only
+/// the two most recent checkpoints.
+fn checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, state: &State) -> anyhow::Result<()> {
+    let ck = dir.join("checkpoints");
+    std::fs::create_dir_all(&ck)?;
+    let name = format!("step-{:07}", state.step);
+    let tmp = ck.join(format!(".tmp-{name}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let meta = Default::default();
+    for (file, tensors) in [
+        ("model.safetensors", weights::named(vs)),
+        ("optimizer.safetensors", opt.state()),
+    ] {
+        let (_, bytes) = weights::save(&tensors, Kind::Float, usize::MAX, &meta)?.remove(0);
+        let mut f = std::fs::File::create(tmp.join(file))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    write_atomic(&tmp.join("state.json"), |w| {
+        Ok(serde_json::to_writer_pretty(w, state)?)
+    })?;
+    let fin = ck.join(&name);
+    let _ = std::fs::remove_dir_all(&fin);
+    std::fs::rename(&tmp, &fin)?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&ck)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+        })
+        .collect();
+    all.sort();
+    for old in all.iter().rev().skip(2) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
