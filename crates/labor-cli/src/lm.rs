@@ -32,6 +32,9 @@ pub struct ModelDir {
     pub vs: VarStore,
     pub model: Llama,
     pub tokenizer: Tokenizer,
+    pub tokenizer_json: String,
+    /// With a LoRA adapter: its variables, settings and the base directory.
+    pub adapter: Option<(VarStore, labor_lm::LoraConfig, PathBuf)>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -49,13 +52,17 @@ pub fn resolve_kind(dtype: &str, device: Device) -> anyhow::Result<Kind> {
 }
 
 /// Loads config, weights and tokenizer of an HF model directory onto `device` in `kind`.
-/// With `trainable = false` no variable requires a gradient.
+/// With `trainable = false` no variable requires a gradient. A PEFT adapter directory
+/// (`adapter_config.json`) loads its base model plus the adapter.
 pub fn load_model(
     dir: &Path,
     device: Device,
     kind: Kind,
     trainable: bool,
 ) -> anyhow::Result<ModelDir> {
+    if dir.join("adapter_config.json").exists() {
+        return load_adapter(dir, None, device, kind);
+    }
     if !dir.is_dir() {
         bail!("{}: not a model directory", dir.display());
     }
@@ -109,7 +116,84 @@ pub fn load_model(
         // `set_kind` converts the variables in place: the model's tensors see the new kind.
         model,
         tokenizer,
+        tokenizer_json,
+        adapter: None,
     })
+}
+
+/// A base model (from `base`, else the adapter config's `base_model_name_or_path`, relative
+/// paths taken from the adapter directory) with the PEFT LoRA adapter of `dir`.
+pub fn load_adapter(
+    dir: &Path,
+    base: Option<&Path>,
+    device: Device,
+    kind: Kind,
+) -> anyhow::Result<ModelDir> {
+    let cfg_path = dir.join("adapter_config.json");
+    let (lora, base_in_cfg) = labor_lm::peft::parse_adapter_config(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("cannot read {}", cfg_path.display()))?,
+    )
+    .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+    let base = match base {
+        Some(b) => b.to_path_buf(),
+        None => {
+            let b = PathBuf::from(&base_in_cfg);
+            if b.is_absolute() { b } else { dir.join(b) }
+        }
+    };
+    let mut m = load_model(&base, device, Kind::Float, false)
+        .with_context(|| format!("the base model of the adapter {}", dir.display()))?;
+    let mut avs = VarStore::new(device);
+    m.model
+        .add_lora(&avs.root(), &lora)
+        .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+    let w = read(&dir.join("adapter_model.safetensors"))?;
+    weights::load_into(&avs, &[("adapter_model.safetensors", &w)])
+        .with_context(|| format!("{}", dir.display()))?;
+    if kind != Kind::Float {
+        m.vs.set_kind(kind);
+        avs.set_kind(kind);
+    }
+    m.adapter = Some((avs, lora, base));
+    Ok(m)
+}
+
+/// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors,
+/// tokenizer.json) through a temporary directory renamed into place.
+pub fn save_adapter(
+    dir: &Path,
+    adapter: &VarStore,
+    lora: &labor_lm::LoraConfig,
+    base: &Path,
+    tokenizer_json: &str,
+) -> anyhow::Result<()> {
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let parent = dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = dir.file_name().context("output path has no name")?.to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result: anyhow::Result<()> = (|| {
+        std::fs::write(
+            tmp.join("adapter_config.json"),
+            labor_lm::peft::adapter_config_json(lora, &base.display().to_string()),
+        )?;
+        std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
+        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        let (_, bytes) = weights::save(&weights::named(adapter), Kind::Float, usize::MAX, &meta)?.remove(0);
+        std::fs::write(tmp.join("adapter_model.safetensors"), bytes)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.with_context(|| format!("cannot write the adapter directory {}", dir.display()))
 }
 
 /// Writes a model directory through a temporary directory renamed into place.
@@ -194,6 +278,12 @@ pub enum LmCommand {
     },
     /// Describe a model directory: shape, parameters, tokenizer.
     Info { dir: PathBuf },
+    /// Fold a LoRA adapter (PEFT layout) into its base model and write a plain model directory.
+    MergeLora {
+        base: PathBuf,
+        adapter: PathBuf,
+        out: PathBuf,
+    },
 }
 
 /// The shape of a from-scratch model (`labor lm init --config`).
@@ -278,6 +368,13 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
                 cfg.vocab_size
             );
         }
+        LmCommand::MergeLora { base, adapter, out } => {
+            let mut m = load_adapter(adapter, Some(base), Device::Cpu, Kind::Float)?;
+            m.model.merge_lora();
+            let cfg = m.model.config.clone();
+            save_model(out, &cfg, &weights::named(&m.vs), &m.tokenizer_json, Kind::Float)?;
+            println!("{}", out.display());
+        }
         LmCommand::Info { dir } => {
             let m = load_model(dir, Device::Cpu, Kind::Float, false)?;
             let c = &m.model.config;
@@ -302,6 +399,16 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
                 c.max_position_embeddings, c.rope_theta, c.tie_word_embeddings
             );
             println!("  tokenizer: {} tokens", m.tokenizer.get_vocab_size(true));
+            if let Some((avs, lora, base)) = &m.adapter {
+                let n: i64 = avs.variables().values().map(|t| t.numel() as i64).sum();
+                println!(
+                    "  LoRA adapter on {}: rank {}, alpha {}, targets {}; {n} adapter parameters",
+                    base.display(),
+                    lora.rank,
+                    lora.alpha,
+                    lora.targets.join(", ")
+                );
+            }
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Person, Split, SplitSpec};
 use labor_lm::train::{AdamW, OptimConfig, StepStats, epoch_order, eval_loss, train_step};
-use labor_lm::{Llama, weights};
+use labor_lm::{Llama, LoraConfig, weights};
 use labor_text::{Renderer, Switches, Template};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn::VarStore};
@@ -92,9 +92,28 @@ fn split_seed() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodSection {
-    /// `full` (every weight trains) or `lora`.
+    /// `full` (every weight trains) or `lora` (only adapters train; the base stays frozen).
     #[serde(default = "full")]
     pub kind: String,
+    /// LoRA rank, alpha, dropout and target modules.
+    #[serde(default = "rank")]
+    pub rank: usize,
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "targets")]
+    pub targets: Vec<String>,
+}
+
+fn rank() -> usize {
+    8
+}
+fn alpha() -> f64 {
+    16.0
+}
+fn targets() -> Vec<String> {
+    ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()
 }
 
 fn full() -> String {
@@ -103,7 +122,13 @@ fn full() -> String {
 
 impl Default for MethodSection {
     fn default() -> Self {
-        Self { kind: full() }
+        Self {
+            kind: full(),
+            rank: rank(),
+            alpha: alpha(),
+            dropout: 0.0,
+            targets: targets(),
+        }
     }
 }
 
@@ -291,10 +316,19 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         _ => unreachable!("clap requires --config and --out, or --resume"),
     };
     let mut c = config;
-    if c.method.kind != "full" {
+    let lora = match c.method.kind.as_str() {
+        "full" => None,
+        "lora" => Some(LoraConfig {
+            rank: c.method.rank,
+            alpha: c.method.alpha,
+            dropout: c.method.dropout,
+            targets: c.method.targets.clone(),
+        }),
+        k => return Err(anyhow!("method.kind {k:?}: expected \"full\" or \"lora\"").into()),
+    };
+    if lora.is_some() && c.model.base.is_none() {
         return Err(anyhow!(
-            "method.kind {:?}: only \"full\" is available so far",
-            c.method.kind
+            "method.kind = \"lora\" needs model.base (a pre-trained model directory)"
         )
         .into());
     }
@@ -384,9 +418,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     c.train.total_steps = Some(total);
 
     tch::manual_seed(c.train.seed as i64);
-    let (vs, model, cfg) = match &c.model.base {
+    let (vs, mut model, cfg) = match &c.model.base {
         Some(base) => {
-            let m = load_model(base, device, Kind::Float, true)?;
+            let m = load_model(base, device, Kind::Float, lora.is_none())?;
             let cfg = m.model.config.clone();
             (m.vs, m.model, cfg)
         }
@@ -406,8 +440,20 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         std::fs::write(dir.join("template.toml"), template.to_toml())?;
         std::fs::write(&tok_path, &tok_json)?;
     }
+    // LoRA adapters live in their own store; the base weights are not trainable at all.
+    let avs = VarStore::new(device);
+    if let Some(l) = &lora {
+        model.add_lora(&avs.root(), l).map_err(|e| anyhow!("[method]: {e}"))?;
+    }
+    let train_vs = if lora.is_some() { &avs } else { &vs };
+    let save_best = |to: &Path| -> anyhow::Result<()> {
+        match (&lora, &c.model.base) {
+            (Some(l), Some(base)) => crate::lm::save_adapter(to, &avs, l, base, &tok_json),
+            _ => save_model(to, &cfg, &weights::named(&vs), &tok_json, Kind::Float),
+        }
+    };
     // The trainable variables by name, in name order (the optimizer state is keyed by name).
-    let mut names: Vec<(String, Tensor)> = vs
+    let mut names: Vec<(String, Tensor)> = train_vs
         .variables()
         .into_iter()
         .filter(|(_, t)| t.requires_grad())
@@ -423,7 +469,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     if resuming {
         if let Some(ck) = latest_checkpoint(&dir)? {
             let w = std::fs::read(ck.join("model.safetensors"))?;
-            weights::load_into(&vs, &[("model.safetensors", &w)])?;
+            weights::load_into(train_vs, &[("model.safetensors", &w)])?;
             let o = std::fs::read(ck.join("optimizer.safetensors"))?;
             let st: State = serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
             opt.load_state(
@@ -508,13 +554,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             if state.best_val.is_none_or(|b| v < b) {
                 state.best_val = Some(v);
                 state.best_step = Some(state.step);
-                save_model(
-                    &dir.join("best"),
-                    &cfg,
-                    &weights::named(&vs),
-                    &tok_json,
-                    Kind::Float,
-                )?;
+                save_best(&dir.join("best"))?;
             }
             let line = format!(
                 "step {}: validation loss {v:.4} (best {:.4} at step {})",
@@ -530,26 +570,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             || state.step == stop
         {
             metrics.flush()?;
-            checkpoint(&dir, &vs, &opt, &state)?;
+            checkpoint(&dir, train_vs, &opt, &state)?;
         }
     }
     pb.finish_and_clear();
     if state.step == total {
-        save_model(
-            &dir.join("final"),
-            &cfg,
-            &weights::named(&vs),
-            &tok_json,
-            Kind::Float,
-        )?;
+        save_best(&dir.join("final"))?;
         if data.valid.is_empty() {
-            save_model(
-                &dir.join("best"),
-                &cfg,
-                &weights::named(&vs),
-                &tok_json,
-                Kind::Float,
-            )?;
+            save_best(&dir.join("best"))?;
         }
         println!(
             "{}: {total} steps done; best validation loss {} at step {}; best model: {}",

@@ -836,3 +836,82 @@ fn train_resumes_exactly_after_a_stop_and_after_kill_9() {
     ]);
     assert!(text(&o).1.contains("expected KEY=VALUE"), "{:?}", text(&o));
 }
+
+#[test]
+fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth", "--world", "nlsy79", "--workers", "60", "--seed", "9", "--out", p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    let tok = d.join("tok.json");
+    let o = labor(&["tokenizer", "train", "--panel", p(&panel), "--vocab-size", "900", "--out", p(&tok)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let shape = d.join("shape.toml");
+    std::fs::write(
+        &shape,
+        "hidden_size = 32\nintermediate_size = 48\nnum_hidden_layers = 2\nnum_attention_heads = 4\n\
+         num_key_value_heads = 2\nmax_position_embeddings = 1024\n",
+    )
+    .unwrap();
+    let base = d.join("base");
+    let o = labor(&["lm", "init", "--config", p(&shape), "--tokenizer", p(&tok), "--out", p(&base)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let base_bytes = std::fs::read(base.join("model.safetensors")).unwrap();
+    let cfg = d.join("lora.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nbase = {:?}\n[data]\npanels = [{:?}]\n\
+             [method]\nkind = \"lora\"\nrank = 4\nalpha = 8.0\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\", \"down_proj\"]\n\
+             [optim]\nlr = 1e-2\n[train]\ntotal_steps = 6\nbatch_size = 4\neval_every = 3\ncheckpoint_every = 3\neval_texts = 4\n",
+            p(&base),
+            p(&panel)
+        ),
+    )
+    .unwrap();
+    let run = d.join("run");
+    let o = labor(&["train", "--config", p(&cfg), "--out", p(&run)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // Trainable parameters = the adapters: per layer, q (32→32), v (32→16), down (48→32), each
+    // r·(in + out) with r = 4.
+    let adapters = 2 * 4 * ((32 + 32) + (32 + 16) + (48 + 32));
+    assert!(
+        text(&o).1.contains(&format!("({adapters} trainable)")),
+        "{:?}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(base.join("model.safetensors")).unwrap(), base_bytes, "base untouched");
+    let best = run.join("best");
+    for f in ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json"] {
+        assert!(best.join(f).exists(), "{f}");
+    }
+    let o = labor(&["lm", "info", p(&best)]);
+    assert!(text(&o).0.contains(&format!("{adapters} adapter parameters")), "{:?}", text(&o));
+
+    // Merged model and base + adapter give the same scores.
+    let merged = d.join("merged");
+    let o = labor(&["lm", "merge-lora", p(&base), p(&best), p(&merged)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_ne!(std::fs::read(merged.join("model.safetensors")).unwrap(), base_bytes);
+    let score = |model: &Path, out: &Path| {
+        let o = labor(&[
+            "score", "--model", p(model), "--panel", p(&panel), "--limit", "2", "--out", p(out),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        labor_data::predictions::read_logp(std::fs::File::open(out).unwrap()).unwrap()
+    };
+    let with_adapter = score(&best, &d.join("a.parquet"));
+    let with_merged = score(&merged, &d.join("m.parquet"));
+    let with_base = score(&base, &d.join("b.parquet"));
+    assert_eq!(with_adapter.len(), with_merged.len());
+    let mut moved = 0f64;
+    for ((x, y), z) in with_adapter.iter().zip(&with_merged).zip(&with_base) {
+        assert!((x.3 - y.3).abs() < 1e-5, "adapter {} vs merged {}", x.3, y.3);
+        moved = moved.max((x.3 - z.3).abs());
+    }
+    assert!(moved > 1e-3, "the adapter changed nothing");
+}

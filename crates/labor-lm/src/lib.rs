@@ -5,6 +5,7 @@
 pub mod config;
 pub mod gguf;
 pub mod model;
+pub mod peft;
 pub mod predict;
 pub mod runtime;
 pub mod score;
@@ -12,4 +13,4 @@ pub mod train;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use model::{KvCache, Llama, Mask};
+pub use model::{KvCache, Llama, LoraConfig, Mask};

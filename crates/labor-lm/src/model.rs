@@ -5,6 +5,10 @@
 //! `scaled_dot_product_attention` with either a causal flag or an explicit boolean mask (`true` =
 //! may attend), which is how the trie scorer attends to a shared context plus a node's ancestors.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::config::LlamaConfig;
@@ -14,7 +18,36 @@ use crate::config::LlamaConfig;
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// A LoRA adapter: `y += scale · B A dropout(x)`.
+    pub lora: Option<Lora>,
 }
+
+/// A low-rank adapter of one linear map (PEFT's LoRA): `a` is `[r, in]`, `b` is `[out, r]`.
+#[derive(Debug)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f64,
+    training: Arc<AtomicBool>,
+}
+
+/// LoRA settings (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Module names among q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+    pub targets: Vec<String>,
+}
+
+/// The linear maps LoRA can adapt.
+pub const LORA_MODULES: [&str; 7] = [
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+];
 
 impl Linear {
     fn new(p: nn::Path, d_in: usize, d_out: usize, bias: bool, std: f64, trainable: bool) -> Self {
@@ -29,11 +62,27 @@ impl Linear {
             trainable,
         );
         let bias = bias.then(|| var(&p, "bias", &[d_out], nn::Init::Const(0.), trainable));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(l) => {
+                let train = l.training.load(Ordering::Relaxed);
+                let h = if l.dropout > 0.0 && train {
+                    x.dropout(l.dropout, true)
+                } else {
+                    x.shallow_clone()
+                };
+                y + h.linear::<Tensor>(&l.a, None).linear::<Tensor>(&l.b, None) * l.scale
+            }
+        }
     }
 }
 
@@ -404,6 +453,7 @@ pub struct Llama {
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
     inv_freq: Tensor,
+    training: Arc<AtomicBool>,
 }
 
 impl Llama {
@@ -466,7 +516,92 @@ impl Llama {
             norm,
             lm_head,
             inv_freq,
+            training: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Training mode switches LoRA dropout on (the base model has no dropout).
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Every linear map with its PEFT module path (`model.layers.N.self_attn.q_proj`) and name.
+    pub fn linears_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            for (kind, name, lin) in [
+                ("self_attn", "q_proj", &mut a.q_proj),
+                ("self_attn", "k_proj", &mut a.k_proj),
+                ("self_attn", "v_proj", &mut a.v_proj),
+                ("self_attn", "o_proj", &mut a.o_proj),
+                ("mlp", "gate_proj", &mut m.gate_proj),
+                ("mlp", "up_proj", &mut m.up_proj),
+                ("mlp", "down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{kind}.{name}"), name, lin));
+            }
+        }
+        out
+    }
+
+    /// Adds LoRA adapters to the target modules, as trainable variables of `root`'s store under
+    /// PEFT's names (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`). A is
+    /// initialised like PEFT (Kaiming-uniform, bound 1/√in), B with zeros, so the adapted model
+    /// starts equal to the base.
+    pub fn add_lora(&mut self, root: &nn::Path, c: &LoraConfig) -> Result<(), String> {
+        if c.rank == 0 {
+            return Err("LoRA rank must be positive".into());
+        }
+        if c.targets.is_empty() {
+            return Err("LoRA needs at least one target module".into());
+        }
+        for t in &c.targets {
+            if !LORA_MODULES.contains(&t.as_str()) {
+                return Err(format!(
+                    "LoRA target {t:?} is not a module of this model (expected some of {LORA_MODULES:?})"
+                ));
+            }
+        }
+        let training = self.training.clone();
+        for (path, name, lin) in self.linears_mut() {
+            if !c.targets.iter().any(|t| t == name) {
+                continue;
+            }
+            let (out, inp) = (lin.weight.size()[0], lin.weight.size()[1]);
+            let mut p = root / "base_model" / "model";
+            for part in path.split('.') {
+                p = &p / part;
+            }
+            let bound = 1.0 / (inp as f64).sqrt();
+            let a = (&p / "lora_A").var(
+                "weight",
+                &[c.rank as i64, inp],
+                nn::Init::Uniform { lo: -bound, up: bound },
+            );
+            let b = (&p / "lora_B").var("weight", &[out, c.rank as i64], nn::Init::Const(0.));
+            lin.lora = Some(Lora {
+                a,
+                b,
+                scale: c.alpha / c.rank as f64,
+                dropout: c.dropout,
+                training: training.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Folds every adapter into its base weight (`W += scale · B A`) and removes the adapters.
+    pub fn merge_lora(&mut self) {
+        tch::no_grad(|| {
+            for (_, _, lin) in self.linears_mut() {
+                if let Some(l) = lin.lora.take() {
+                    let delta = l.b.matmul(&l.a) * l.scale;
+                    let _ = lin.weight.g_add_(&delta.to_kind(lin.weight.kind()));
+                }
+            }
+        });
     }
 
     pub fn device(&self) -> Device {

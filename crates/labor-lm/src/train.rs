@@ -241,8 +241,9 @@ pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i
     (loss, n)
 }
 
-/// Mean next-token loss over `seqs` (no gradients), in batches of `batch`.
+/// Mean next-token loss over `seqs` (no gradients, no dropout), in batches of `batch`.
 pub fn eval_loss(model: &Llama, seqs: &[Vec<i64>], batch: usize, device: Device) -> f64 {
+    model.set_training(false);
     tch::no_grad(|| {
         let (mut sum, mut n) = (0.0, 0i64);
         for chunk in seqs.chunks(batch.max(1)) {
@@ -282,12 +283,14 @@ pub fn train_step(
         .sum();
     opt.zero_grad();
     let mut loss_sum = 0.0;
+    model.set_training(true);
     for batch in micro {
         let (l, _) = lm_loss_sum(model, batch, device);
         let scaled = &l / tokens.max(1) as f64;
         scaled.backward();
         loss_sum += l.double_value(&[]);
     }
+    model.set_training(false);
     let loss = loss_sum / tokens.max(1) as f64;
     if !loss.is_finite() {
         return Err(format!("the loss is {loss} at step {}", step + 1));
