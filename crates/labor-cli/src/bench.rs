@@ -22,6 +22,34 @@ use crate::text::{TextArgs, panel_and_template};
 pub enum BenchCommand {
     /// Time trie scoring against the naive loop (one forward pass per label) on the same records.
     Score(BenchScoreArgs),
+    /// Training throughput (tokens/s) of full fine-tuning or LoRA on fixed random batches.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Timed optimizer steps (after 2 untimed warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// LoRA rank (0 = full fine-tuning); LoRA targets q, k, v, o.
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
+    /// Write the token ids of the batch (JSON) for tools/reference/bench_train.py.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Precision of the weights: f32 or bf16 (bf16 trains in bf16 throughout).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +84,115 @@ pub struct BenchScoreArgs {
 }
 
 pub fn run(cmd: &BenchCommand) -> CmdResult {
-    let BenchCommand::Score(a) = cmd;
+    match cmd {
+        BenchCommand::Score(a) => score(a),
+        BenchCommand::Train(a) => train(a),
+    }
+}
+
+fn train(a: &BenchTrainArgs) -> CmdResult {
+    use labor_lm::train::{AdamW, OptimConfig, Schedule, train_step};
+    let device = a.device.parse::<DeviceRequest>()?.resolve()?;
+    let kind = resolve_kind(&a.dtype, device)?;
+    let lora = a.lora_rank > 0;
+    let mut m = load_model(&a.model, device, kind, !lora)?;
+    let avs = tch::nn::VarStore::new(device);
+    if lora {
+        m.model
+            .add_lora(
+                &avs.root(),
+                &labor_lm::LoraConfig {
+                    rank: a.lora_rank,
+                    alpha: 2.0 * a.lora_rank as f64,
+                    dropout: 0.0,
+                    targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                        .map(String::from)
+                        .to_vec(),
+                },
+            )
+            .map_err(|e| anyhow!(e))?;
+    }
+    let store = if lora { &avs } else { &m.vs };
+    let mut params: Vec<(String, tch::Tensor)> = store
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut opt = AdamW::new(params);
+    let cfg = OptimConfig {
+        lr: 1e-4,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: 0.0,
+        warmup_steps: 0,
+        schedule: Schedule::Constant,
+        grad_clip: 1.0,
+        min_lr_ratio: 0.0,
+    };
+    // Fixed pseudo-random token ids (SplitMix64), identical in the Python reference.
+    let vocab = m.model.config.vocab_size as u64;
+    let mut state = a.seed;
+    let ids: Vec<Vec<i64>> = (0..a.batch)
+        .map(|_| {
+            (0..a.seq)
+                .map(|_| {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    ((z ^ (z >> 31)) % vocab) as i64
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(path) = &a.dump {
+        write_atomic(path, |w| Ok(serde_json::to_writer(w, &ids)?))?;
+    }
+    let micro = vec![ids.iter().map(Vec::as_slice).collect::<Vec<_>>()];
+    let total = a.steps + 2;
+    let mut losses = Vec::new();
+    let mut t0 = Instant::now();
+    for step in 0..total {
+        if step == 2 {
+            if device != tch::Device::Cpu {
+                tch::Cuda::synchronize(0);
+            }
+            t0 = Instant::now();
+        }
+        let s = train_step(&m.model, &mut opt, &cfg, &micro, step, total, device)
+            .map_err(|e| anyhow!(e))?;
+        losses.push(s.loss);
+    }
+    if device != tch::Device::Cpu {
+        tch::Cuda::synchronize(0);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let tokens = (a.steps * a.batch * a.seq) as f64;
+    let n = m.model.config.n_params() as f64;
+    let report = serde_json::json!({
+        "model": a.model.display().to_string(),
+        "parameters": m.model.config.n_params(),
+        "trainable": opt.n_params(),
+        "method": if lora { format!("lora r={}", a.lora_rank) } else { "full".into() },
+        "device": format!("{device:?}"),
+        "dtype": format!("{kind:?}"),
+        "batch": a.batch,
+        "seq": a.seq,
+        "steps": a.steps,
+        "seconds": secs,
+        "tokens_per_s": tokens / secs,
+        "seconds_per_step": secs / a.steps as f64,
+        // 6·N·tokens (forward + backward) over the H100's dense bf16 peak.
+        "mfu_h100_bf16": 6.0 * n * tokens / secs / 989e12,
+        "first_loss": losses.first(),
+        "last_loss": losses.last(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn score(a: &BenchScoreArgs) -> CmdResult {
     let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
     let kind = resolve_kind(&a.dtype, device)?;

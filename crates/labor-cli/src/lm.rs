@@ -169,9 +169,15 @@ pub fn save_adapter(
     tokenizer_json: &str,
 ) -> anyhow::Result<()> {
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    let parent = dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
-    let name = dir.file_name().context("output path has no name")?.to_string_lossy();
+    let name = dir
+        .file_name()
+        .context("output path has no name")?
+        .to_string_lossy();
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
@@ -182,7 +188,8 @@ pub fn save_adapter(
         )?;
         std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
         let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let (_, bytes) = weights::save(&weights::named(adapter), Kind::Float, usize::MAX, &meta)?.remove(0);
+        let (_, bytes) =
+            weights::save(&weights::named(adapter), Kind::Float, usize::MAX, &meta)?.remove(0);
         std::fs::write(tmp.join("adapter_model.safetensors"), bytes)?;
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
@@ -372,7 +379,13 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
             let mut m = load_adapter(adapter, Some(base), Device::Cpu, Kind::Float)?;
             m.model.merge_lora();
             let cfg = m.model.config.clone();
-            save_model(out, &cfg, &weights::named(&m.vs), &m.tokenizer_json, Kind::Float)?;
+            save_model(
+                out,
+                &cfg,
+                &weights::named(&m.vs),
+                &m.tokenizer_json,
+                Kind::Float,
+            )?;
             println!("{}", out.display());
         }
         LmCommand::Info { dir } => {

@@ -113,7 +113,9 @@ fn alpha() -> f64 {
     16.0
 }
 fn targets() -> Vec<String> {
-    ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()
+    ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn full() -> String {
@@ -443,7 +445,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     // LoRA adapters live in their own store; the base weights are not trainable at all.
     let avs = VarStore::new(device);
     if let Some(l) = &lora {
-        model.add_lora(&avs.root(), l).map_err(|e| anyhow!("[method]: {e}"))?;
+        model
+            .add_lora(&avs.root(), l)
+            .map_err(|e| anyhow!("[method]: {e}"))?;
     }
     let train_vs = if lora.is_some() { &avs } else { &vs };
     let save_best = |to: &Path| -> anyhow::Result<()> {
@@ -546,9 +550,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             stats.loss, stats.lr, tps
         ));
         let last = state.step == total;
-        if (state.step.is_multiple_of(c.train.eval_every) || last)
-            && !data.valid.is_empty()
-        {
+        if (state.step.is_multiple_of(c.train.eval_every) || last) && !data.valid.is_empty() {
             let v = eval_loss(&model, &data.valid, c.train.batch_size, device);
             row["val_loss"] = v.into();
             if state.best_val.is_none_or(|b| v < b) {
@@ -565,10 +567,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             pb.suspend(|| eprintln!("{line}"));
         }
         writeln!(metrics, "{row}")?;
-        if state.step.is_multiple_of(c.train.checkpoint_every)
-            || last
-            || state.step == stop
-        {
+        if state.step.is_multiple_of(c.train.checkpoint_every) || last || state.step == stop {
             metrics.flush()?;
             checkpoint(&dir, train_vs, &opt, &state)?;
         }

@@ -843,12 +843,29 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     let d = dir.path();
     let syn = d.join("syn");
     let o = labor(&[
-        "synth", "--world", "nlsy79", "--workers", "60", "--seed", "9", "--out", p(&syn),
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "60",
+        "--seed",
+        "9",
+        "--out",
+        p(&syn),
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let panel = syn.join("panel.parquet");
     let tok = d.join("tok.json");
-    let o = labor(&["tokenizer", "train", "--panel", p(&panel), "--vocab-size", "900", "--out", p(&tok)]);
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--vocab-size",
+        "900",
+        "--out",
+        p(&tok),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let shape = d.join("shape.toml");
     std::fs::write(
@@ -858,7 +875,16 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     )
     .unwrap();
     let base = d.join("base");
-    let o = labor(&["lm", "init", "--config", p(&shape), "--tokenizer", p(&tok), "--out", p(&base)]);
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&base),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let base_bytes = std::fs::read(base.join("model.safetensors")).unwrap();
     let cfg = d.join("lora.toml");
@@ -884,22 +910,47 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
         "{:?}",
         text(&o)
     );
-    assert_eq!(std::fs::read(base.join("model.safetensors")).unwrap(), base_bytes, "base untouched");
+    assert_eq!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        base_bytes,
+        "base untouched"
+    );
     let best = run.join("best");
-    for f in ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json"] {
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+    ] {
         assert!(best.join(f).exists(), "{f}");
     }
     let o = labor(&["lm", "info", p(&best)]);
-    assert!(text(&o).0.contains(&format!("{adapters} adapter parameters")), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .contains(&format!("{adapters} adapter parameters")),
+        "{:?}",
+        text(&o)
+    );
 
     // Merged model and base + adapter give the same scores.
     let merged = d.join("merged");
     let o = labor(&["lm", "merge-lora", p(&base), p(&best), p(&merged)]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    assert_ne!(std::fs::read(merged.join("model.safetensors")).unwrap(), base_bytes);
+    assert_ne!(
+        std::fs::read(merged.join("model.safetensors")).unwrap(),
+        base_bytes
+    );
     let score = |model: &Path, out: &Path| {
         let o = labor(&[
-            "score", "--model", p(model), "--panel", p(&panel), "--limit", "2", "--out", p(out),
+            "score",
+            "--model",
+            p(model),
+            "--panel",
+            p(&panel),
+            "--limit",
+            "2",
+            "--out",
+            p(out),
         ]);
         assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
         labor_data::predictions::read_logp(std::fs::File::open(out).unwrap()).unwrap()
@@ -910,7 +961,12 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     assert_eq!(with_adapter.len(), with_merged.len());
     let mut moved = 0f64;
     for ((x, y), z) in with_adapter.iter().zip(&with_merged).zip(&with_base) {
-        assert!((x.3 - y.3).abs() < 1e-5, "adapter {} vs merged {}", x.3, y.3);
+        assert!(
+            (x.3 - y.3).abs() < 1e-5,
+            "adapter {} vs merged {}",
+            x.3,
+            y.3
+        );
         moved = moved.max((x.3 - z.3).abs());
     }
     assert!(moved > 1e-3, "the adapter changed nothing");

@@ -46,7 +46,13 @@ pub struct LoraConfig {
 
 /// The linear maps LoRA can adapt.
 pub const LORA_MODULES: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 impl Linear {
@@ -578,7 +584,10 @@ impl Llama {
             let a = (&p / "lora_A").var(
                 "weight",
                 &[c.rank as i64, inp],
-                nn::Init::Uniform { lo: -bound, up: bound },
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
             );
             let b = (&p / "lora_B").var("weight", &[out, c.rank as i64], nn::Init::Const(0.));
             lin.lora = Some(Lora {

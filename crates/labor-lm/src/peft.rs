@@ -53,7 +53,10 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
         }
     }
     for k in ["rank_pattern", "alpha_pattern"] {
-        if get(k).and_then(|x| x.as_object()).is_some_and(|m| !m.is_empty()) {
+        if get(k)
+            .and_then(|x| x.as_object())
+            .is_some_and(|m| !m.is_empty())
+        {
             return Err(format!("{k} is not supported"));
         }
     }
@@ -65,7 +68,11 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
     let targets: Vec<String> = match get("target_modules") {
         Some(serde_json::Value::Array(a)) => a
             .iter()
-            .map(|t| t.as_str().map(String::from).ok_or("target_modules holds a non-string"))
+            .map(|t| {
+                t.as_str()
+                    .map(String::from)
+                    .ok_or("target_modules holds a non-string")
+            })
             .collect::<Result<_, _>>()?,
         Some(serde_json::Value::String(s)) => vec![s.clone()],
         _ => return Err("no `target_modules`".into()),
