@@ -42,9 +42,10 @@ if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requi
     exit 1
 fi
 "$venv/bin/python" - <<PY >&2
-import torch, transformers, tokenizers, safetensors, gguf, peft, numpy
+import torch, transformers, tokenizers, safetensors, gguf, peft, numpy, sklearn, scipy
 assert torch.__file__.startswith("$torch_site"), "torch must come from the torch venv: " + torch.__file__
 print("reference venv: torch", torch.__version__, "transformers", transformers.__version__,
-      "tokenizers", tokenizers.__version__, "peft", peft.__version__, "numpy", numpy.__version__)
+      "tokenizers", tokenizers.__version__, "peft", peft.__version__, "numpy", numpy.__version__,
+      "scikit-learn", sklearn.__version__, "scipy", scipy.__version__)
 PY
 echo "$venv/bin/python"
