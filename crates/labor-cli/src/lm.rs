@@ -635,6 +635,10 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         seed: a.split_seed,
         ..SplitSpec::default()
     };
+    if let Some(mut p) = crate::fit::load(&a.model, &panel)? {
+        let name = a.name.clone().unwrap_or_else(|| p.name().to_string());
+        return score_loop(a, &panel, split, &spec, p.as_mut(), &name);
+    }
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
     let kind = resolve_kind(&a.dtype, device)?;
     let t0 = Instant::now();
@@ -694,10 +698,24 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
             pool,
         });
     }
+    eprintln!("label trie: {} nodes per record", predictor.trie_nodes());
+    score_loop(a, &panel, split, &spec, &mut predictor, &name)
+}
+
+/// Scores every record of the split's persons with any predictor and writes the predictions
+/// (and, on request, the full distributions).
+fn score_loop(
+    a: &ScoreArgs,
+    panel: &labor_data::Panel,
+    split: Split,
+    spec: &SplitSpec,
+    predictor: &mut dyn Predictor,
+    name: &str,
+) -> CmdResult {
     let persons: Vec<&labor_data::Person> = panel
         .persons
         .iter()
-        .filter(|p| p.split_or(&spec) == split)
+        .filter(|p| p.split_or(spec) == split)
         .take(a.limit.unwrap_or(usize::MAX))
         .collect();
     if persons.is_empty() {
@@ -705,11 +723,10 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
     }
     let n_records: usize = persons.iter().map(|p| p.records.len()).sum();
     eprintln!(
-        "scoring {} persons, {n_records} records of the {} split; {} labels, {} trie nodes per record",
+        "scoring {} persons, {n_records} records of the {} split; {} labels",
         persons.len(),
         a.split,
         panel.taxonomy.len(),
-        predictor.trie_nodes()
     );
     let pb = ProgressBar::new(n_records as u64);
     pb.set_style(
@@ -766,7 +783,7 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
                 w,
                 &codes,
                 full.iter()
-                    .map(|(d, p, t, v)| (name.as_str(), d.as_str(), p.as_str(), *t, v.as_slice())),
+                    .map(|(d, p, t, v)| (name, d.as_str(), p.as_str(), *t, v.as_slice())),
             )?;
             Ok(())
         })?;

@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod demo;
+mod fit;
 mod io;
 mod lm;
 mod synth;
@@ -44,6 +45,8 @@ enum Command {
     Lm(lm::LmCommand),
     /// Fine-tune or train a language model from one TOML run description (docs/train.md).
     Train(train::TrainArgs),
+    /// Fit a comparison model (markov1, markov2, mnl) on the train split, tuned on valid.
+    Fit(fit::FitArgs),
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
     Score(lm::ScoreArgs),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Lm(c) => lm::run_lm(c),
         Command::Score(a) => lm::run_score(a),
         Command::Train(a) => train::run(a),
+        Command::Fit(a) => fit::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),
     };

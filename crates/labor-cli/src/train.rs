@@ -158,6 +158,10 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     #[serde(default = "auto")]
     pub device: String,
+    /// `auto` (bf16 mixed precision on CUDA, f32 on CPU), `f32` or `bf16` (f32 weights and
+    /// optimizer, matrix products and attention in bf16).
+    #[serde(default = "auto")]
+    pub precision: String,
 }
 
 fn one_f() -> f64 {
@@ -450,6 +454,15 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             .map_err(|e| anyhow!("[method]: {e}"))?;
     }
     let train_vs = if lora.is_some() { &avs } else { &vs };
+    let bf16 = match c.train.precision.as_str() {
+        "auto" => device != tch::Device::Cpu,
+        "bf16" => true,
+        "f32" => false,
+        p => {
+            return Err(anyhow!("train.precision {p:?}: expected auto, f32 or bf16").into());
+        }
+    };
+    model.set_bf16_compute(bf16);
     let save_best = |to: &Path| -> anyhow::Result<()> {
         match (&lora, &c.model.base) {
             (Some(l), Some(base)) => crate::lm::save_adapter(to, &avs, l, base, &tok_json),

@@ -971,3 +971,73 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     }
     assert!(moved > 1e-3, "the adapter changed nothing");
 }
+
+#[test]
+fn fit_markov_and_mnl_then_score_them_like_any_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "150",
+        "--seed",
+        "6",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    for (kind, extra) in [
+        ("markov1", vec![]),
+        ("markov2", vec![]),
+        ("mnl", vec!["--lambdas", "1e-3"]),
+    ] {
+        let out = d.join(kind);
+        let mut args = vec![
+            "fit",
+            "--model",
+            kind,
+            "--panel",
+            p(&panel),
+            "--out",
+            p(&out),
+        ];
+        args.extend(extra);
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(0), "{kind}: {:?}", text(&o));
+        if kind == "mnl" {
+            assert!(text(&o).0.contains("log-likelihood"), "{:?}", text(&o));
+            let csv = std::fs::read_to_string(out.join("coefficients.csv")).unwrap();
+            assert!(csv.starts_with("feature,label_code,coefficient"));
+        }
+        let preds = d.join(format!("{kind}.parquet"));
+        let o = labor(&[
+            "score",
+            "--model",
+            p(&out),
+            "--panel",
+            p(&panel),
+            "--out",
+            p(&preds),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{kind}: {:?}", text(&o));
+        let rows =
+            labor_data::predictions::read_logp(std::fs::File::open(&preds).unwrap()).unwrap();
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.3 < 0.0 && r.3.is_finite()), "{kind}");
+    }
+    let o = labor(&[
+        "fit",
+        "--model",
+        "career9",
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&d.join("x")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("expected one of"), "{:?}", text(&o));
+}

@@ -20,6 +20,7 @@ pub struct Linear {
     pub bias: Option<Tensor>,
     /// A LoRA adapter: `y += scale · B A dropout(x)`.
     pub lora: Option<Lora>,
+    mode: Arc<Mode>,
 }
 
 /// A low-rank adapter of one linear map (PEFT's LoRA): `a` is `[r, in]`, `b` is `[out, r]`.
@@ -29,7 +30,15 @@ pub struct Lora {
     pub b: Tensor,
     pub scale: f64,
     pub dropout: f64,
-    training: Arc<AtomicBool>,
+}
+
+/// Switches shared by every layer of one model: training (LoRA dropout on) and bf16 compute
+/// (mixed precision: f32 weights and residual stream, matrix products and attention in bf16, the
+/// equivalent of CUDA autocast for this architecture).
+#[derive(Debug, Default)]
+pub struct Mode {
+    training: AtomicBool,
+    bf16: AtomicBool,
 }
 
 /// LoRA settings (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
@@ -56,7 +65,14 @@ pub const LORA_MODULES: [&str; 7] = [
 ];
 
 impl Linear {
-    fn new(p: nn::Path, d_in: usize, d_out: usize, bias: bool, std: f64, trainable: bool) -> Self {
+    fn new(
+        p: nn::Path,
+        (d_in, d_out): (usize, usize),
+        bias: bool,
+        std: f64,
+        trainable: bool,
+        mode: &Arc<Mode>,
+    ) -> Self {
         let weight = var(
             &p,
             "weight",
@@ -72,21 +88,34 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            mode: mode.clone(),
         }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.linear(&self.weight, self.bias.as_ref());
+        let bf16 = self.mode.bf16.load(Ordering::Relaxed) && self.weight.kind() != Kind::BFloat16;
+        let cast = |t: &Tensor| {
+            if bf16 {
+                t.to_kind(Kind::BFloat16)
+            } else {
+                t.shallow_clone()
+            }
+        };
+        let x = cast(x);
+        let y = x.linear(&cast(&self.weight), self.bias.as_ref().map(cast).as_ref());
         match &self.lora {
             None => y,
             Some(l) => {
-                let train = l.training.load(Ordering::Relaxed);
+                let train = self.mode.training.load(Ordering::Relaxed);
                 let h = if l.dropout > 0.0 && train {
                     x.dropout(l.dropout, true)
                 } else {
                     x.shallow_clone()
                 };
-                y + h.linear::<Tensor>(&l.a, None).linear::<Tensor>(&l.b, None) * l.scale
+                y + h
+                    .linear::<Tensor>(&cast(&l.a), None)
+                    .linear::<Tensor>(&cast(&l.b), None)
+                    * l.scale
             }
         }
     }
@@ -267,14 +296,42 @@ fn rotate_half(x: &Tensor) -> Tensor {
 }
 
 impl Attention {
-    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool) -> Self {
+    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool, mode: &Arc<Mode>) -> Self {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
         let (h, kv) = (cfg.num_attention_heads, cfg.kv_heads());
         Self {
-            q_proj: Linear::new(&p / "q_proj", d, h * hd, cfg.qkv_bias(), std, trainable),
-            k_proj: Linear::new(&p / "k_proj", d, kv * hd, cfg.qkv_bias(), std, trainable),
-            v_proj: Linear::new(&p / "v_proj", d, kv * hd, cfg.qkv_bias(), std, trainable),
-            o_proj: Linear::new(&p / "o_proj", h * hd, d, cfg.o_bias(), std, trainable),
+            q_proj: Linear::new(
+                &p / "q_proj",
+                (d, h * hd),
+                cfg.qkv_bias(),
+                std,
+                trainable,
+                mode,
+            ),
+            k_proj: Linear::new(
+                &p / "k_proj",
+                (d, kv * hd),
+                cfg.qkv_bias(),
+                std,
+                trainable,
+                mode,
+            ),
+            v_proj: Linear::new(
+                &p / "v_proj",
+                (d, kv * hd),
+                cfg.qkv_bias(),
+                std,
+                trainable,
+                mode,
+            ),
+            o_proj: Linear::new(
+                &p / "o_proj",
+                (h * hd, d),
+                cfg.o_bias(),
+                std,
+                trainable,
+                mode,
+            ),
             heads: h as i64,
             kv_heads: kv as i64,
             head_dim: hd as i64,
@@ -434,12 +491,12 @@ pub fn causal_with_past(t: i64, cached: i64, device: Device) -> Tensor {
 }
 
 impl Mlp {
-    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool) -> Self {
+    fn new(p: nn::Path, cfg: &LlamaConfig, std: f64, trainable: bool, mode: &Arc<Mode>) -> Self {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         Self {
-            gate_proj: Linear::new(&p / "gate_proj", d, f, false, std, trainable),
-            up_proj: Linear::new(&p / "up_proj", d, f, false, std, trainable),
-            down_proj: Linear::new(&p / "down_proj", f, d, false, std, trainable),
+            gate_proj: Linear::new(&p / "gate_proj", (d, f), false, std, trainable, mode),
+            up_proj: Linear::new(&p / "up_proj", (d, f), false, std, trainable, mode),
+            down_proj: Linear::new(&p / "down_proj", (f, d), false, std, trainable, mode),
         }
     }
 
@@ -459,7 +516,7 @@ pub struct Llama {
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
     inv_freq: Tensor,
-    training: Arc<AtomicBool>,
+    mode: Arc<Mode>,
 }
 
 impl Llama {
@@ -468,6 +525,7 @@ impl Llama {
     /// variable requires a gradient (base weights under LoRA).
     pub fn new(root: &nn::Path, cfg: &LlamaConfig, trainable: bool) -> Self {
         let std = 0.02;
+        let mode = Arc::new(Mode::default());
         let m = root / "model";
         let embed_tokens = var(
             &(&m / "embed_tokens"),
@@ -483,8 +541,8 @@ impl Llama {
             .map(|i| {
                 let p = &m / "layers" / i;
                 Layer {
-                    self_attn: Attention::new(&p / "self_attn", cfg, std, trainable),
-                    mlp: Mlp::new(&p / "mlp", cfg, std, trainable),
+                    self_attn: Attention::new(&p / "self_attn", cfg, std, trainable, &mode),
+                    mlp: Mlp::new(&p / "mlp", cfg, std, trainable, &mode),
                     input_layernorm: RmsNorm::new(
                         &p / "input_layernorm",
                         cfg.hidden_size,
@@ -522,13 +580,27 @@ impl Llama {
             norm,
             lm_head,
             inv_freq,
-            training: Arc::new(AtomicBool::new(false)),
+            mode,
         }
     }
 
     /// Training mode switches LoRA dropout on (the base model has no dropout).
     pub fn set_training(&self, on: bool) {
-        self.training.store(on, Ordering::Relaxed);
+        self.mode.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Mixed precision: f32 weights (and optimizer) with matrix products and attention in bf16.
+    pub fn set_bf16_compute(&self, on: bool) {
+        self.mode.bf16.store(on, Ordering::Relaxed);
+    }
+
+    /// The kind matrix products run in.
+    pub fn compute_kind(&self) -> Kind {
+        if self.mode.bf16.load(Ordering::Relaxed) {
+            Kind::BFloat16
+        } else {
+            self.embed_tokens.kind()
+        }
     }
 
     /// Every linear map with its PEFT module path (`model.layers.N.self_attn.q_proj`) and name.
@@ -570,7 +642,6 @@ impl Llama {
                 ));
             }
         }
-        let training = self.training.clone();
         for (path, name, lin) in self.linears_mut() {
             if !c.targets.iter().any(|t| t == name) {
                 continue;
@@ -595,7 +666,6 @@ impl Llama {
                 b,
                 scale: c.alpha / c.rank as f64,
                 dropout: c.dropout,
-                training: training.clone(),
             });
         }
         Ok(())
@@ -634,9 +704,8 @@ impl Llama {
         cache: Option<&mut KvCache>,
         mask: Mask,
     ) -> Tensor {
-        let kind = self.embed_tokens.kind();
         let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
-        let (cos, sin) = self.rope(positions, kind);
+        let (cos, sin) = self.rope(positions, self.compute_kind());
         let mut fresh = Vec::with_capacity(self.layers.len());
         let past = cache.as_ref().map(|c| &c.layers);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -664,7 +733,11 @@ impl Llama {
     /// Logits `[…, V]` (f32) from hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.linear::<Tensor>(w, None).to_kind(Kind::Float)
+        let k = self.compute_kind();
+        hidden
+            .to_kind(k)
+            .linear::<Tensor>(&w.to_kind(k), None)
+            .to_kind(Kind::Float)
     }
 
     /// Logits for a causal batch starting at position 0, `[B, T, V]`.

@@ -163,3 +163,26 @@ fn pads_are_never_trained_on() {
     let d = (both.double_value(&[]) - alone.double_value(&[]) - l2.double_value(&[])).abs();
     assert!(d < 1e-4, "padded batch loss differs by {d}");
 }
+
+#[test]
+fn bf16_mixed_precision_trains_f32_weights_close_to_f32() {
+    let seqs = data();
+    let (vs, m) = model(5);
+    let refs: Vec<&[i64]> = seqs.iter().take(4).map(Vec::as_slice).collect();
+    let (l32, _) = labor_lm::train::lm_loss_sum(&m, &refs, Device::Cpu);
+    m.set_bf16_compute(true);
+    assert_eq!(m.compute_kind(), Kind::BFloat16);
+    let (l16, n) = labor_lm::train::lm_loss_sum(&m, &refs, Device::Cpu);
+    let (a, b) = (
+        l32.double_value(&[]) / n as f64,
+        l16.double_value(&[]) / n as f64,
+    );
+    assert!((a - b).abs() < 0.05 && a != b, "f32 {a} vs bf16 {b}");
+    let mut opt = AdamW::new(params(&vs));
+    let micro = vec![refs.clone()];
+    let s = train_step(&m, &mut opt, &optim(), &micro, 0, 4, Device::Cpu).unwrap();
+    assert!(s.loss.is_finite() && s.grad_norm > 0.0);
+    for (name, t) in vs.variables() {
+        assert_eq!(t.kind(), Kind::Float, "{name} stays f32");
+    }
+}

@@ -1,0 +1,131 @@
+//! `labor fit --model markov1|markov2|mnl --panel P --out DIR`: fit a comparison model on the
+//! train split (tuned on valid) and save it where `labor score --model DIR` finds it.
+//!
+//! A comparison-model directory holds `kind` (the model name), `model.json` (the fitted model)
+//! and `fit.json` (what the fit did); an MNL also writes `coefficients.csv`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use labor_baselines::markov::Markov;
+use labor_baselines::mnl::{Mnl, MnlOptions};
+use labor_data::predictions::Predictor;
+use labor_data::{Panel, SplitSpec};
+
+use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// markov1, markov2 or mnl.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub panel: PathBuf,
+    #[command(flatten)]
+    pub input: PanelInput,
+    /// Split seed for persons without an explicit split.
+    #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
+    pub split_seed: u64,
+    /// MNL: candidate L2 penalties (comma-separated), chosen on the valid split.
+    #[arg(long, value_delimiter = ',')]
+    pub lambdas: Option<Vec<f64>>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub const KINDS: [&str; 3] = ["markov1", "markov2", "mnl"];
+
+pub fn run(a: &FitArgs) -> CmdResult {
+    if !KINDS.contains(&a.model.as_str()) {
+        return Err(anyhow!("--model {:?}: expected one of {KINDS:?}", a.model).into());
+    }
+    let (panel, _) = load_panel(&a.panel, &a.input)?;
+    let spec = SplitSpec {
+        seed: a.split_seed,
+        ..SplitSpec::default()
+    };
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let report = match a.model.as_str() {
+        "markov1" | "markov2" => {
+            let order = if a.model == "markov1" { 1 } else { 2 };
+            let m = Markov::fit(&panel, &spec, order).map_err(|e| anyhow!(e))?;
+            write_atomic(&a.out.join("model.json"), |w| {
+                m.to_writer(w).map_err(|e| anyhow!(e))
+            })?;
+            serde_json::json!({
+                "model": a.model,
+                "first_smoothing": format!("{:?}", m.first_smoothing),
+                "smoothing1": format!("{:?}", m.smoothing1),
+                "seconds": t0.elapsed().as_secs_f64(),
+            })
+        }
+        _ => {
+            let mut opts = MnlOptions::default();
+            if let Some(l) = &a.lambdas {
+                opts.lambdas = l.clone();
+            }
+            let m = Mnl::fit(&panel, &spec, &opts).map_err(|e| anyhow!(e))?;
+            write_atomic(&a.out.join("model.json"), |w| {
+                m.to_writer(w).map_err(|e| anyhow!(e))
+            })?;
+            write_atomic(&a.out.join("coefficients.csv"), |w| {
+                Ok(m.write_coefficients(w)?)
+            })?;
+            let r = &m.report;
+            println!(
+                "mnl: log-likelihood {:.3} after {} iterations, final gradient norm {:.3e} (λ = {}, \
+                 converged: {})",
+                r.loglik, r.iterations, r.grad_norm, r.lambda, r.converged
+            );
+            serde_json::json!({
+                "model": "mnl",
+                "report": r,
+                "search": m.search,
+                "seconds": t0.elapsed().as_secs_f64(),
+            })
+        }
+    };
+    write_atomic(&a.out.join("fit.json"), |w| {
+        Ok(serde_json::to_writer_pretty(w, &report)?)
+    })?;
+    std::fs::write(a.out.join("kind"), format!("{}\n", a.model))?;
+    println!(
+        "{}: {} fitted in {:.1} s",
+        a.out.display(),
+        a.model,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The comparison model saved in `dir`, when `dir` holds one (`kind` file).
+pub fn load(dir: &Path, panel: &Panel) -> anyhow::Result<Option<Box<dyn Predictor>>> {
+    let kind_path = dir.join("kind");
+    if !kind_path.exists() {
+        return Ok(None);
+    }
+    let kind = std::fs::read_to_string(&kind_path)?.trim().to_string();
+    let f = std::fs::File::open(dir.join("model.json"))
+        .with_context(|| format!("cannot open {}/model.json", dir.display()))?;
+    let r = std::io::BufReader::new(f);
+    let p: Box<dyn Predictor> = match kind.as_str() {
+        "markov1" | "markov2" => {
+            let m = Markov::from_reader(r).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+            m.check_taxonomy(&panel.taxonomy)
+                .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+            Box::new(m.with_order(if kind == "markov1" { 1 } else { 2 }))
+        }
+        "mnl" => {
+            let m = Mnl::from_reader(r).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+            m.check_taxonomy(&panel.taxonomy)
+                .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+            Box::new(m)
+        }
+        other => return Err(anyhow!("{}: unknown model kind {other:?}", dir.display())),
+    };
+    Ok(Some(p))
+}
