@@ -159,8 +159,43 @@ pub fn load_adapter(
     Ok(m)
 }
 
+/// Fills a fresh temporary directory next to `dir` with `fill`, then renames it to `dir`
+/// (replacing an older one), so that `dir` only ever appears complete.
+fn write_dir_atomic(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = dir
+        .file_name()
+        .context("output path has no name")?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result = fill(&tmp).and_then(|()| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.with_context(|| format!("cannot write the directory {}", dir.display()))
+}
+
+fn safetensors_meta() -> HashMap<String, String> {
+    [("format".to_string(), "pt".to_string())].into()
+}
+
 /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors,
-/// tokenizer.json) through a temporary directory renamed into place.
+/// tokenizer.json), atomically.
 pub fn save_adapter(
     dir: &Path,
     adapter: &VarStore,
@@ -169,41 +204,21 @@ pub fn save_adapter(
     tokenizer_json: &str,
 ) -> anyhow::Result<()> {
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    let parent = dir
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let name = dir
-        .file_name()
-        .context("output path has no name")?
-        .to_string_lossy();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let result: anyhow::Result<()> = (|| {
+    write_dir_atomic(dir, |tmp| {
         std::fs::write(
             tmp.join("adapter_config.json"),
             labor_lm::peft::adapter_config_json(lora, &base.display().to_string()),
         )?;
         std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
-        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        let named = weights::named(adapter);
         let (_, bytes) =
-            weights::save(&weights::named(adapter), Kind::Float, usize::MAX, &meta)?.remove(0);
+            weights::save(&named, Kind::Float, usize::MAX, &safetensors_meta())?.remove(0);
         std::fs::write(tmp.join("adapter_model.safetensors"), bytes)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::rename(&tmp, dir)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result.with_context(|| format!("cannot write the adapter directory {}", dir.display()))
+    })
 }
 
-/// Writes a model directory through a temporary directory renamed into place.
+/// Writes a model directory (config.json, safetensors, tokenizer.json), atomically.
 pub fn save_model(
     dir: &Path,
     config: &LlamaConfig,
@@ -211,44 +226,21 @@ pub fn save_model(
     tokenizer_json: &str,
     kind: Kind,
 ) -> anyhow::Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let name = dir
-        .file_name()
-        .context("output path has no name")?
-        .to_string_lossy();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let result: anyhow::Result<()> = (|| {
+    write_dir_atomic(dir, |tmp| {
         let mut cfg = config.clone();
-        cfg.torch_dtype = Some(
-            if kind == Kind::BFloat16 {
-                "bfloat16"
-            } else {
-                "float32"
-            }
-            .into(),
-        );
+        let dtype = if kind == Kind::BFloat16 {
+            "bfloat16"
+        } else {
+            "float32"
+        };
+        cfg.torch_dtype = Some(dtype.into());
         std::fs::write(tmp.join("config.json"), cfg.to_json())?;
         std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
-        let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        for (file, bytes) in weights::save(tensors, kind, 2 << 30, &meta)? {
+        for (file, bytes) in weights::save(tensors, kind, 2 << 30, &safetensors_meta())? {
             std::fs::write(tmp.join(file), bytes)?;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::rename(&tmp, dir)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result.with_context(|| format!("cannot write the model directory {}", dir.display()))
+    })
 }
 
 #[derive(Debug, Subcommand)]
