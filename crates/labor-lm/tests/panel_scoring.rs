@@ -42,11 +42,12 @@ fn random_model(vocab: usize) -> (nn::VarStore, Llama) {
     (vs, model)
 }
 
-#[test]
-fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
-    let panel = small_panel();
-    let template = Template::labor_v1();
-    let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
+/// Every person's text and a 600-token BPE trained on them.
+fn texts_and_tokenizer(
+    panel: &Panel,
+    template: &Template,
+    renderer: &Renderer,
+) -> (Vec<String>, tokenizers::Tokenizer) {
     let texts: Vec<String> = panel
         .persons
         .iter()
@@ -58,6 +59,15 @@ fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
         &template.terminator,
     )
     .unwrap();
+    (texts, tok)
+}
+
+#[test]
+fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
+    let panel = small_panel();
+    let template = Template::labor_v1();
+    let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
+    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer);
     let (_vs, model) = random_model(tok.get_vocab_size(true));
     let mut lm = LmPredictor::new(
         "lm",
@@ -140,17 +150,7 @@ fn in_context_examples_exclude_the_person_and_fit_the_window() {
     let panel = small_panel();
     let template = Template::labor_v1();
     let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
-    let texts: Vec<String> = panel
-        .persons
-        .iter()
-        .map(|p| renderer.render(p, &panel.taxonomy).text)
-        .collect();
-    let tok = labor_text::tokenize::train_bpe(
-        texts.iter().map(String::as_str),
-        600,
-        &template.terminator,
-    )
-    .unwrap();
+    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer);
     let pool: Vec<_> = panel
         .persons
         .iter()
