@@ -166,6 +166,16 @@ impl<W: Write + Send> PredictionWriter<W> {
         })
     }
 
+    /// Records `key = value` in the file's key-value metadata (e.g. the model's configuration),
+    /// which `labor eval` copies into its report.
+    pub fn add_metadata(&mut self, key: &str, value: &str) {
+        self.writer
+            .append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                key.to_string(),
+                value.to_string(),
+            ));
+    }
+
     pub fn push(&mut self, row: PredictionRow) -> parquet::errors::Result<()> {
         self.pending.push(row);
         if self.pending.len() >= BATCH {
@@ -343,6 +353,167 @@ pub fn read_logp<R: parquet::file::reader::ChunkReader + 'static>(
                 t.value(i),
                 lp.value(i),
             ));
+        }
+    }
+    Ok(out)
+}
+
+/// A predictions file read back: every row and the file's key-value metadata.
+#[derive(Debug, Clone, Default)]
+pub struct PredictionsFile {
+    pub rows: Vec<PredictionRow>,
+    pub metadata: Vec<(String, String)>,
+}
+
+fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str, what: &str) -> Result<&'b T, String> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("no column `{name}` (every predictions file has it, SPEC §7.1)"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| format!("column `{name}` is not {what}"))
+}
+
+/// Reads every row of a predictions file (SPEC §7.1). Problems name the row (1-based) and
+/// column. The `icl_k` column is optional (files written before it existed lack it).
+pub fn read_predictions<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Result<PredictionsFile, String> {
+    use arrow_array::{Array, Float64Array, Int32Array, StringArray};
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|e| e.to_string())?;
+    let metadata = b
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter(|k| k.key != "ARROW:schema")
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for batch in b.build().map_err(|e| e.to_string())? {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let s = |n: &str| column::<StringArray>(&batch, n, "a string column");
+        let i = |n: &str| column::<Int32Array>(&batch, n, "an int32 column");
+        let f = |n: &str| column::<Float64Array>(&batch, n, "a float64 column");
+        let (model, dataset, person, split) =
+            (s("model")?, s("dataset")?, s("person_id")?, s("split")?);
+        let (year, t, label, prev) = (i("year")?, i("t")?, s("label")?, s("prev_label")?);
+        let (logp, logp_norm, leak) = (f("logp")?, f("logp_norm")?, f("leak")?);
+        let (p_stay, p_in_lf, top) = (f("p_stay")?, f("p_in_lf")?, s("top")?);
+        let icl = match batch.column_by_name("icl_k") {
+            Some(_) => Some(i("icl_k")?),
+            None => None,
+        };
+        for r in 0..batch.num_rows() {
+            let at = rows.len() + 1;
+            let split_v: Split = split.value(r).parse().map_err(|_| {
+                format!(
+                    "row {at}, column `split`: {:?} is not train, valid or test",
+                    split.value(r)
+                )
+            })?;
+            let top_v: Vec<(String, f64)> = serde_json::from_str(top.value(r)).map_err(|e| {
+                format!("row {at}, column `top`: not a JSON list of [label, p]: {e}")
+            })?;
+            let opt_f = |a: &Float64Array| (!a.is_null(r)).then(|| a.value(r));
+            rows.push(PredictionRow {
+                model: model.value(r).to_string(),
+                dataset: dataset.value(r).to_string(),
+                person_id: person.value(r).to_string(),
+                split: split_v,
+                year: year.value(r),
+                t: t.value(r),
+                label: label.value(r).to_string(),
+                prev_label: (!prev.is_null(r)).then(|| prev.value(r).to_string()),
+                logp: logp.value(r),
+                logp_norm: logp_norm.value(r),
+                leak: leak.value(r),
+                p_stay: opt_f(p_stay),
+                p_in_lf: p_in_lf.value(r),
+                top: top_v,
+                icl_k: icl.and_then(|a| (!a.is_null(r)).then(|| a.value(r))),
+            });
+        }
+    }
+    Ok(PredictionsFile { rows, metadata })
+}
+
+/// One row of a full-distributions file, with the label probabilities summed into classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassProbs {
+    pub model: String,
+    pub dataset: String,
+    pub person_id: String,
+    pub t: i32,
+    pub probs: Vec<f64>,
+}
+
+/// Reads a full-distributions file (one column per label code) and sums each row's
+/// probabilities into `n_classes` classes: `class_of(code)` gives a label's class, `None` for a
+/// column that is not a label. Labels missing from the file are an error when `expected` lists
+/// them, so a file written for another label set is never silently mis-read.
+pub fn read_full_by_class<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    expected: &[String],
+    n_classes: usize,
+    class_of: impl Fn(&str) -> Option<usize>,
+) -> Result<Vec<ClassProbs>, String> {
+    use arrow_array::{Float64Array, Int32Array, StringArray};
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|e| e.to_string())?;
+    let schema = b.schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|c| !names.contains(&c.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} label column(s) missing from the full-distributions file, e.g. {:?}: it was \
+             written for another label set",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    let classes: Vec<(usize, usize)> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !["model", "dataset", "person_id", "t"].contains(n))
+        .filter_map(|(i, n)| class_of(n).map(|c| (i, c)))
+        .collect();
+    let mut out = Vec::new();
+    for batch in b.build().map_err(|e| e.to_string())? {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let s = |n: &str| column::<StringArray>(&batch, n, "a string column");
+        let (model, dataset, person) = (s("model")?, s("dataset")?, s("person_id")?);
+        let t = column::<Int32Array>(&batch, "t", "an int32 column")?;
+        let cols: Vec<(&Float64Array, usize)> = classes
+            .iter()
+            .map(|&(i, c)| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .map(|a| (a, c))
+                    .ok_or_else(|| format!("column `{}` is not float64", names[i]))
+            })
+            .collect::<Result<_, _>>()?;
+        for r in 0..batch.num_rows() {
+            let mut probs = vec![0.0; n_classes];
+            for (a, c) in &cols {
+                probs[*c] += a.value(r);
+            }
+            out.push(ClassProbs {
+                model: model.value(r).to_string(),
+                dataset: dataset.value(r).to_string(),
+                person_id: person.value(r).to_string(),
+                t: t.value(r),
+                probs,
+            });
         }
     }
     Ok(out)
