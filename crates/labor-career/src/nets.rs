@@ -48,6 +48,15 @@ pub struct Arch {
     /// Seed of the parameter initialization.
     #[serde(default)]
     pub init_seed: u64,
+    /// Bag-of-jobs: use CAREER's two-stage stay/move head instead of a plain softmax over the K
+    /// labels (CAREER always uses it). Without it, the rank-`width` projection of the previous
+    /// label cannot express "stay in the same label" for hundreds of labels.
+    #[serde(default = "yes")]
+    pub two_stage: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Arch {
@@ -61,6 +70,7 @@ impl Arch {
             ffn: 768,
             dropout: 0.1,
             init_seed: 0,
+            two_stage: true,
         }
     }
     /// The CLI's CAREER default, sized for a CPU (see docs/baselines.md).
@@ -73,6 +83,7 @@ impl Arch {
             ffn: 256,
             dropout: 0.1,
             init_seed: 0,
+            two_stage: true,
         }
     }
     pub fn bag_of_jobs() -> Self {
@@ -84,6 +95,7 @@ impl Arch {
             ffn: 0,
             dropout: 0.0,
             init_seed: 0,
+            two_stage: true,
         }
     }
     pub fn validate(&self) -> Result<(), String> {
@@ -187,8 +199,10 @@ impl Covariates {
 }
 
 /// Bag-of-jobs: logits = W_cur·emb(previous label) + W_mean·mean(emb of the labels before it) +
-/// Σ_c W_c·emb_c(covariate c) + bias; softmax over the K labels. At t = 1 the previous label
-/// is the start token and the mean is zero (also at t = 2: nothing before the previous label).
+/// Σ_c W_c·emb_c(covariate c) + bias; softmax over the K labels, or (`two_stage`, the default)
+/// one more row of each projection gives a stay logit and the K logits go through
+/// [`two_stage_logp`]. At t = 1 the previous label is the start token and the mean is zero (also
+/// at t = 2: nothing before the previous label).
 pub struct BagOfJobs {
     labels: Tensor,
     cov: Covariates,
@@ -196,6 +210,7 @@ pub struct BagOfJobs {
     /// region, birth.
     proj: Vec<Tensor>,
     bias: Tensor,
+    two_stage: bool,
 }
 
 impl BagOfJobs {
@@ -218,16 +233,18 @@ impl BagOfJobs {
             "birth",
         ];
         let pp = root / "proj";
+        let rows = if arch.two_stage { k + 1 } else { k };
         let proj = names
             .iter()
-            .map(|n| init.normal(&pp, n, &[k, d], 0.02))
+            .map(|n| init.normal(&pp, n, &[rows, d], 0.02))
             .collect();
-        let bias = pp.zeros("bias", &[k]);
+        let bias = pp.zeros("bias", &[rows]);
         Self {
             labels,
             cov,
             proj,
             bias,
+            two_stage: arch.two_stage,
         }
     }
 
@@ -252,11 +269,16 @@ impl BagOfJobs {
         let mean = shifted / count;
         let mut parts = vec![cur, mean];
         parts.extend(self.cov.parts(b));
-        let mut logits = self.bias.view([1, 1, k]);
+        let mut logits = self.bias.view([1, 1, -1]);
         for (x, w) in parts.iter().zip(&self.proj) {
             logits = logits + linear(x, w, None);
         }
-        logits.log_softmax(-1, Kind::Float)
+        if self.two_stage {
+            let stay = logits.select(-1, k);
+            two_stage_logp(&logits.narrow(-1, 0, k), &stay, &b.prev, k)
+        } else {
+            logits.log_softmax(-1, Kind::Float)
+        }
     }
 }
 
