@@ -694,6 +694,38 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
     score_loop(a, &panel, split, &spec, &mut predictor, &name)
 }
 
+/// What a predictions file records about where it came from (its Parquet key-value metadata,
+/// shown by `labor eval`'s report): the program version, the command line, and the model
+/// directory's small description files.
+pub fn provenance(model_dir: &Path) -> Vec<(String, String)> {
+    let mut out = vec![
+        (
+            "labor.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "labor.command".to_string(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+        ("labor.model".to_string(), model_dir.display().to_string()),
+    ];
+    for f in [
+        "kind",
+        "fit.json",
+        "config.json",
+        "config.toml",
+        "adapter_config.json",
+        "template.toml",
+    ] {
+        if let Ok(text) = std::fs::read_to_string(model_dir.join(f))
+            && text.len() < 64 * 1024
+        {
+            out.push((format!("labor.model.{f}"), text));
+        }
+    }
+    out
+}
+
 /// Scores every record of the split's persons with any predictor and writes the predictions
 /// (and, on request, the full distributions).
 fn score_loop(
@@ -733,19 +765,15 @@ fn score_loop(
     let (mut sum_logp, mut sum_norm, mut sum_leak, mut n) = (0.0, 0.0, 0.0, 0usize);
     write_atomic(&a.out, |w| {
         let mut pw = PredictionWriter::new(w)?;
+        for (k, v) in provenance(&a.model) {
+            pw.add_metadata(&k, &v);
+        }
         for person in &persons {
             let ts: Vec<usize> = (0..person.records.len()).collect();
             let pred = predictor.predict(person, &ts).map_err(|e| anyhow!(e))?;
             for (&t, logp) in ts.iter().zip(&pred.logp) {
-                let (row, p) = row_from_logp(
-                    predictor.name(),
-                    person,
-                    split,
-                    &panel.taxonomy,
-                    t,
-                    logp,
-                    pred.icl_k,
-                );
+                let (row, p) =
+                    row_from_logp(name, person, split, &panel.taxonomy, t, logp, pred.icl_k);
                 sum_logp += row.logp;
                 sum_norm += row.logp_norm;
                 sum_leak += row.leak;

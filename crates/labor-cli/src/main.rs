@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod demo;
+mod eval;
 mod fit;
 mod io;
 mod lm;
@@ -50,6 +51,9 @@ enum Command {
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
     Score(lm::ScoreArgs),
+    /// Evaluate prediction files: perplexity, sub-tasks, calibration by subgroup, paired
+    /// comparisons; Markdown/CSV tables, SVG plots and a self-contained report.html.
+    Eval(eval::EvalArgs),
     /// Generate a synthetic labor market with exact oracle probabilities, or report on one.
     Synth(synth::SynthArgs),
     /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Score(a) => lm::run_score(a),
         Command::Train(a) => train::run(a),
         Command::Fit(a) => fit::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),
     };

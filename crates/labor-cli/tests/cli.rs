@@ -1041,3 +1041,196 @@ fn fit_markov_and_mnl_then_score_them_like_any_model() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("expected one of"), "{:?}", text(&o));
 }
+
+/// A tiny world, markov1 scored with full distributions, and its evaluation report.
+fn eval_fixture(d: &Path) -> PathBuf {
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "200",
+        "--seed",
+        "8",
+        "--full-oracle",
+        "200",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    let m1 = d.join("m1");
+    let o = labor(&[
+        "fit",
+        "--model",
+        "markov1",
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&m1),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (preds, full) = (d.join("m1.parquet"), d.join("m1_full.parquet"));
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&m1),
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&preds),
+        "--full-dist",
+        p(&full),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let rep = d.join("report");
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&preds),
+        "--full",
+        p(&full),
+        "--oracle",
+        p(&syn.join("oracle.parquet")),
+        "--oracle-full",
+        p(&syn.join("oracle_full.parquet")),
+        "--panel",
+        p(&panel),
+        "--bootstrap",
+        "200",
+        "--out",
+        p(&rep),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("| markov1 |") && out.contains("| oracle |"),
+        "{out}"
+    );
+    assert!(out.contains("report.html"), "{out}");
+    rep
+}
+
+#[test]
+fn eval_writes_tables_plots_and_a_self_contained_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rep = eval_fixture(d);
+    // The perplexity table agrees with the predictions file itself.
+    let rows = labor_data::predictions::read_predictions(
+        std::fs::File::open(d.join("m1.parquet")).unwrap(),
+    )
+    .unwrap()
+    .rows;
+    let test: Vec<_> = rows
+        .iter()
+        .filter(|r| r.split == labor_data::Split::Test)
+        .collect();
+    let want = (-test.iter().map(|r| r.logp_norm).sum::<f64>() / test.len() as f64).exp();
+    let csv = std::fs::read_to_string(rep.join("tables/perplexity.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let line = csv.lines().find(|l| l.contains(",markov1,")).unwrap();
+    let cells: Vec<&str> = line.split(',').collect();
+    let col = |n: &str| cells[header.iter().position(|h| *h == n).unwrap()];
+    let got: f64 = col("ppl_all").parse().unwrap();
+    assert!((got - want).abs() < 1e-3 * want, "{got} vs {want}");
+    assert_eq!(col("records"), test.len().to_string());
+    let (lo, hi): (f64, f64) = (
+        col("ppl_all_lo").parse().unwrap(),
+        col("ppl_all_hi").parse().unwrap(),
+    );
+    assert!(lo < got && got < hi, "{lo} {got} {hi}");
+    let ratio: f64 = col("ratio_all").parse().unwrap();
+    assert!(ratio > 1.0, "markov1 cannot beat the oracle here: {ratio}");
+    // Calibration by occupation group needs the full distributions: groups appear as classes.
+    let cal = std::fs::read_to_string(rep.join("tables/calibration.csv")).unwrap();
+    assert!(
+        cal.contains(",Unemployed,") && cal.contains(",stay,"),
+        "{}",
+        &cal[..300]
+    );
+    for f in [
+        "subtasks.csv",
+        "paired.csv",
+        "calibration_summary.csv",
+        "reliability.csv",
+    ] {
+        assert!(rep.join("tables").join(f).exists(), "{f}");
+    }
+    let html = std::fs::read_to_string(rep.join("report.html")).unwrap();
+    assert!(html.contains("data-name=\"headline\"") && html.contains("<svg"));
+    assert!(
+        !html.contains("http://") || !html.contains("src=\"http"),
+        "no external resources"
+    );
+    assert!(rep.join("plots/perplexity_NLSY79.svg").exists());
+    assert!(rep.join("report.md").exists());
+    // Bad input: a file that is not a predictions file.
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&d.join("syn/panel.parquet")),
+        "--out",
+        p(&d.join("x")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("panel.parquet") && text(&o).1.contains("no column"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+/// Renders report.html in headless Chromium when it is installed: the rendered page has the
+/// headline table and at least one plot, and a screenshot is taken (kept under
+/// target/report-screenshot.png for a person to look at).
+#[test]
+fn report_renders_in_headless_chromium() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|c| Path::new(c).exists());
+    let Some(chromium) = chromium else {
+        eprintln!("SKIPPED: Chromium is not installed (Debian package `chromium`)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rep = eval_fixture(dir.path());
+    let url = format!("file://{}", rep.join("report.html").display());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+    ];
+    let profile = dir.path().join("chromium-profile");
+    let user_dir = format!("--user-data-dir={}", profile.display());
+    let dom = Command::new(chromium)
+        .args(flags)
+        .arg(&user_dir)
+        .args(["--dump-dom", &url])
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("data-name=\"headline\""),
+        "rendered DOM lacks the headline table"
+    );
+    assert!(dom.contains("<svg"), "rendered DOM lacks plots");
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/report-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let o = Command::new(chromium)
+        .args(flags)
+        .arg(&user_dir)
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1280,2400", &url])
+        .output()
+        .expect("run chromium");
+    let png = std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {:?}", text(&o)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+}

@@ -35,8 +35,9 @@ pub struct ModelPreds {
     /// The prediction file's key-value metadata (model configuration, versions).
     pub metadata: Vec<(String, String)>,
     pub rows: Vec<PredictionRow>,
-    /// Per row, the probability of each outcome class (from a full-distributions file).
-    pub class_probs: Option<Vec<Vec<f64>>>,
+    /// Per row, the probability of each outcome class (from a full-distributions file); a row
+    /// may lack them only for the oracle (whose full file may cover a subset).
+    pub class_probs: Option<Vec<Option<Vec<f64>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -748,7 +749,11 @@ fn calibration(
     let opt = inp.options;
     // The class set is the one every model supports: all outcome classes when every model
     // came with full distributions, otherwise "stay" alone.
-    let full = inp.models.iter().all(|m| m.class_probs.is_some());
+    let full = inp
+        .models
+        .iter()
+        .enumerate()
+        .all(|(i, m)| Some(i) == oracle_idx || m.class_probs.is_some());
     let mut classes: Vec<String> = if full {
         inp.classes.to_vec()
     } else {
@@ -761,7 +766,9 @@ fn calibration(
         let without: Vec<&str> = inp
             .models
             .iter()
-            .filter(|m| m.class_probs.is_none())
+            .enumerate()
+            .filter(|(i, m)| Some(*i) != oracle_idx && m.class_probs.is_none())
+            .map(|(_, m)| m)
             .map(|m| m.name.as_str())
             .collect();
         notes.push(format!(
@@ -800,9 +807,11 @@ fn calibration(
                         let po = o.and_then(|(om, j)| om.rows[j].p_stay);
                         Some((ps, obs, po))
                     } else {
-                        let p = m.class_probs.as_ref()?[i][c];
+                        let p = m.class_probs.as_ref()?[i].as_ref()?[c];
                         let obs = (truth == Some(c)) as u8 as f64;
-                        let po = o.and_then(|(om, j)| Some(om.class_probs.as_ref()?[j][c]));
+                        let po = o.and_then(|(om, j)| {
+                            Some(om.class_probs.as_ref()?[j].as_ref()?[c])
+                        });
                         Some((p, obs, po))
                     }
                 })

@@ -1,0 +1,307 @@
+//! `labor eval --preds A.parquet ... [--full A_full.parquet ...] [--oracle oracle.parquet]
+//! [--panel P] --out REPORT_DIR`: every metric of SPEC §7 from prediction files, written as
+//! Markdown and CSV tables, SVG plots and one self-contained `report.html`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use labor_data::predictions::{PredictionsFile, read_full_by_class, read_predictions};
+use labor_data::taxonomy::{LabelKind, SPECIAL_GROUP};
+use labor_data::{Panel, Split, Taxonomy};
+use labor_eval::report::{Provenance, html, markdown};
+use labor_eval::{Inputs, ModelPreds, Options, Report, Subject, SubjectKey, evaluate};
+
+use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Prediction files (SPEC §7.1); a file may hold several models, and a model's rows may be
+    /// spread over several files (e.g. one per dataset).
+    #[arg(long, num_args = 1.., required = true)]
+    pub preds: Vec<PathBuf>,
+    /// Full-distribution files (`labor score --full-dist`), for calibration by occupation group.
+    #[arg(long, num_args = 1..)]
+    pub full: Vec<PathBuf>,
+    /// The oracle's predictions (`labor synth` writes oracle.parquet): every perplexity is also
+    /// reported as a ratio to the oracle's on the same records.
+    #[arg(long)]
+    pub oracle: Option<PathBuf>,
+    /// The oracle's full distributions (`labor synth --full-oracle N` writes oracle_full.parquet).
+    #[arg(long)]
+    pub oracle_full: Option<PathBuf>,
+    /// The panel the predictions were made from: demographics for the subgroup tables, survey
+    /// weights, and the label groups.
+    #[arg(long)]
+    pub panel: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: PanelInput,
+    /// Which split's records to evaluate (train, valid, test, or all).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Weight every metric by the panel's survey weights (population-representative figures).
+    #[arg(long)]
+    pub weighted: bool,
+    /// Bootstrap resamples of persons for the 95% intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    #[arg(long, default_value_t = 20240625)]
+    pub seed: u64,
+    /// Subgroup cells with fewer records are listed but left out of the summary errors.
+    #[arg(long, default_value_t = 30)]
+    pub min_cell: usize,
+    /// Report title.
+    #[arg(long, default_value = "labor-llm evaluation")]
+    pub title: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn read_preds(path: &Path) -> anyhow::Result<PredictionsFile> {
+    read_predictions(open(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Outcome classes for calibration: the occupation groups, then each special state by title.
+pub fn outcome_classes(tax: &Taxonomy) -> (Vec<String>, HashMap<String, usize>) {
+    let mut classes: Vec<String> = tax
+        .groups()
+        .into_iter()
+        .filter(|g| *g != SPECIAL_GROUP)
+        .map(String::from)
+        .collect();
+    let specials: Vec<_> = tax
+        .labels()
+        .iter()
+        .filter(|l| l.kind != LabelKind::Occupation)
+        .collect();
+    let mut of = HashMap::new();
+    for l in specials {
+        of.insert(l.code.clone(), classes.len());
+        classes.push(l.title.clone());
+    }
+    for l in tax
+        .labels()
+        .iter()
+        .filter(|l| l.kind == LabelKind::Occupation)
+    {
+        let c = classes
+            .iter()
+            .position(|g| *g == l.group)
+            .expect("group listed");
+        of.insert(l.code.clone(), c);
+    }
+    (classes, of)
+}
+
+fn cohort(birth_year: Option<i32>) -> String {
+    match birth_year {
+        Some(y) => format!("{}s", y.div_euclid(10) * 10),
+        None => "unknown".into(),
+    }
+}
+
+pub fn subjects(panel: &Panel) -> HashMap<SubjectKey, Subject> {
+    let mut out = HashMap::new();
+    for p in &panel.persons {
+        for r in &p.records {
+            out.insert(
+                (p.dataset.clone(), p.person_id.clone(), r.year),
+                Subject {
+                    gender: p.gender.clone(),
+                    race: p.race.clone(),
+                    region: p.region.clone(),
+                    cohort: cohort(p.birth_year),
+                    education: r.education.as_str().to_string(),
+                    weight: r.weight,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Reads everything, evaluates, and returns the report (the caller writes it).
+pub fn build(a: &EvalArgs) -> CmdResult<Report> {
+    let split: Option<Split> = match a.split.as_str() {
+        "all" => None,
+        s => Some(
+            s.parse::<Split>()
+                .map_err(|_| anyhow!("--split {s:?}: expected train, valid, test or all"))?,
+        ),
+    };
+    let keep = |s: Split| split.is_none_or(|x| x == s);
+    let panel = match &a.panel {
+        Some(p) => Some(load_panel(p, &a.input)?.0),
+        None => None,
+    };
+    let taxonomy = panel
+        .as_ref()
+        .map(|p| p.taxonomy.clone())
+        .unwrap_or_else(Taxonomy::embedded_default);
+    let (classes, class_of) = outcome_classes(&taxonomy);
+    let codes: Vec<String> = taxonomy.labels().iter().map(|l| l.code.clone()).collect();
+
+    // Models in order of first appearance; rows of one model may come from several files.
+    let mut models: Vec<ModelPreds> = Vec::new();
+    let mut files: Vec<(PathBuf, bool)> = a.preds.iter().map(|p| (p.clone(), false)).collect();
+    if let Some(o) = &a.oracle {
+        files.push((o.clone(), true));
+    }
+    let mut oracle_name = None;
+    for (path, is_oracle) in &files {
+        let f = read_preds(path)?;
+        let n_before = f.rows.len();
+        let mut any = false;
+        for r in f.rows.into_iter().filter(|r| keep(r.split)) {
+            any = true;
+            if *is_oracle {
+                oracle_name.get_or_insert_with(|| r.model.clone());
+                if oracle_name.as_deref() != Some(r.model.as_str()) {
+                    return Err(anyhow::Error::msg(format!(
+                        "{}: the oracle file holds several models ({:?} and {:?})",
+                        path.display(),
+                        oracle_name,
+                        r.model
+                    ))
+                    .into());
+                }
+            }
+            let i = match models.iter().position(|m| m.name == r.model) {
+                Some(i) => i,
+                None => {
+                    models.push(ModelPreds {
+                        name: r.model.clone(),
+                        source: path.display().to_string(),
+                        metadata: f.metadata.clone(),
+                        ..Default::default()
+                    });
+                    models.len() - 1
+                }
+            };
+            let m = &mut models[i];
+            if !m
+                .source
+                .split(", ")
+                .any(|s| s == path.display().to_string())
+            {
+                m.source = format!("{}, {}", m.source, path.display());
+            }
+            m.rows.push(r);
+        }
+        if !any {
+            return Err(anyhow::Error::msg(format!(
+                "{}: none of its {n_before} rows is in the {} split",
+                path.display(),
+                a.split
+            ))
+            .into());
+        }
+    }
+    // Full distributions, summed into outcome classes, matched to rows.
+    let mut full: HashMap<(String, String, String, i32), Vec<f64>> = HashMap::new();
+    let full_files: Vec<&PathBuf> = a.full.iter().chain(a.oracle_full.iter()).collect();
+    for path in &full_files {
+        let rows = read_full_by_class(open(path)?, &codes, classes.len(), |c| {
+            class_of.get(c).copied()
+        })
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        for r in rows {
+            full.insert((r.model, r.dataset, r.person_id, r.t), r.probs);
+        }
+    }
+    if !full.is_empty() {
+        for m in &mut models {
+            let probs: Vec<Option<Vec<f64>>> = m
+                .rows
+                .iter()
+                .map(|r| {
+                    full.remove(&(m.name.clone(), r.dataset.clone(), r.person_id.clone(), r.t))
+                })
+                .collect();
+            let have = probs.iter().filter(|p| p.is_some()).count();
+            let is_oracle = oracle_name.as_deref() == Some(m.name.as_str());
+            if have == m.rows.len() || (is_oracle && have > 0) {
+                m.class_probs = Some(probs);
+            } else if have > 0 {
+                return Err(anyhow::Error::msg(format!(
+                    "the full-distribution files cover {have} of model {}'s {} records; score \
+                     the same records with --full-dist",
+                    m.name,
+                    m.rows.len()
+                ))
+                .into());
+            }
+        }
+    }
+    let subjects = panel.as_ref().map(subjects);
+    let options = Options {
+        bootstrap: a.bootstrap,
+        seed: a.seed,
+        weighted: a.weighted,
+        bins: 10,
+        min_cell: a.min_cell,
+    };
+    evaluate(&Inputs {
+        models: &models,
+        oracle: oracle_name.as_deref(),
+        subjects: subjects.as_ref(),
+        classes: &classes,
+        class_of_label: &class_of,
+        options: &options,
+    })
+    .map_err(|e| anyhow!(e).into())
+}
+
+/// Writes a report: report.md, report.html, tables/*.csv, plots/*.svg.
+pub fn write_report(r: &Report, p: &Provenance, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out.join("tables"))
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::create_dir_all(out.join("plots"))?;
+    for t in std::iter::once(&r.headline)
+        .chain(&r.tables)
+        .chain(&r.data_tables)
+    {
+        write_atomic(&out.join("tables").join(format!("{}.csv", t.name)), |w| {
+            Ok(std::io::Write::write_all(w, t.to_csv().as_bytes())?)
+        })?;
+    }
+    for pl in &r.plots {
+        write_atomic(&out.join("plots").join(format!("{}.svg", pl.name)), |w| {
+            Ok(std::io::Write::write_all(w, pl.svg.as_bytes())?)
+        })?;
+    }
+    write_atomic(&out.join("report.md"), |w| {
+        Ok(std::io::Write::write_all(w, markdown(r, p).as_bytes())?)
+    })?;
+    write_atomic(&out.join("report.html"), |w| {
+        Ok(std::io::Write::write_all(w, html(r, p).as_bytes())?)
+    })?;
+    Ok(())
+}
+
+pub fn version() -> String {
+    format!("labor {}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn run(a: &EvalArgs) -> CmdResult {
+    let report = build(a)?;
+    let p = Provenance {
+        title: a.title.clone(),
+        version: version(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        sections: Vec::new(),
+    };
+    write_report(&report, &p, &a.out)?;
+    println!("{}", report.headline.to_markdown());
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    println!("report: {}", a.out.join("report.html").display());
+    Ok(())
+}
