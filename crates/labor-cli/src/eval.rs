@@ -27,15 +27,16 @@ pub struct EvalArgs {
     pub full: Vec<PathBuf>,
     /// The oracle's predictions (`labor synth` writes oracle.parquet): every perplexity is also
     /// reported as a ratio to the oracle's on the same records.
-    #[arg(long)]
-    pub oracle: Option<PathBuf>,
+    /// One file per dataset when several are evaluated.
+    #[arg(long, num_args = 1..)]
+    pub oracle: Vec<PathBuf>,
     /// The oracle's full distributions (`labor synth --full-oracle N` writes oracle_full.parquet).
-    #[arg(long)]
-    pub oracle_full: Option<PathBuf>,
-    /// The panel the predictions were made from: demographics for the subgroup tables, survey
-    /// weights, and the label groups.
-    #[arg(long)]
-    pub panel: Option<PathBuf>,
+    #[arg(long, num_args = 1..)]
+    pub oracle_full: Vec<PathBuf>,
+    /// The panel(s) the predictions were made from: demographics for the subgroup tables,
+    /// survey weights, and the label groups.
+    #[arg(long, num_args = 1..)]
+    pub panel: Vec<PathBuf>,
     #[command(flatten)]
     pub input: PanelInput,
     /// Which split's records to evaluate (train, valid, test, or all).
@@ -136,13 +137,24 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
         ),
     };
     let keep = |s: Split| split.is_none_or(|x| x == s);
-    let panel = match &a.panel {
-        Some(p) => Some(load_panel(p, &a.input)?.0),
-        None => None,
-    };
-    let taxonomy = panel
-        .as_ref()
-        .map(|p| p.taxonomy.clone())
+    let mut panels = Vec::new();
+    for p in &a.panel {
+        let panel = load_panel(p, &a.input)?.0;
+        if let Some((first, q)) = panels.first().map(|(f, q): &(PathBuf, Panel)| (f, q))
+            && q.taxonomy != panel.taxonomy
+        {
+            return Err(anyhow!(
+                "{} and {} have different label sets; evaluate them separately",
+                first.display(),
+                p.display()
+            )
+            .into());
+        }
+        panels.push((p.clone(), panel));
+    }
+    let taxonomy = panels
+        .first()
+        .map(|(_, p)| p.taxonomy.clone())
         .unwrap_or_else(Taxonomy::embedded_default);
     let (classes, class_of) = outcome_classes(&taxonomy);
     let codes: Vec<String> = taxonomy.labels().iter().map(|l| l.code.clone()).collect();
@@ -150,9 +162,7 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
     // Models in order of first appearance; rows of one model may come from several files.
     let mut models: Vec<ModelPreds> = Vec::new();
     let mut files: Vec<(PathBuf, bool)> = a.preds.iter().map(|p| (p.clone(), false)).collect();
-    if let Some(o) = &a.oracle {
-        files.push((o.clone(), true));
-    }
+    files.extend(a.oracle.iter().map(|o| (o.clone(), true)));
     let mut oracle_name = None;
     for (path, is_oracle) in &files {
         let f = read_preds(path)?;
@@ -239,7 +249,13 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
             }
         }
     }
-    let subjects = panel.as_ref().map(subjects);
+    let subjects = (!panels.is_empty()).then(|| {
+        let mut all = HashMap::new();
+        for (_, p) in &panels {
+            all.extend(subjects(p));
+        }
+        all
+    });
     let options = Options {
         bootstrap: a.bootstrap,
         seed: a.seed,

@@ -80,6 +80,11 @@ pub struct DataSection {
     pub switches: Switches,
     #[serde(default = "split_seed")]
     pub split_seed: u64,
+    /// Train on this fraction of the training-split persons (an ablation of SPEC §7): a person
+    /// is kept when a hash of (dataset, person id) falls below it, so smaller fractions are
+    /// subsets of larger ones. Validation and test persons are unaffected.
+    #[serde(default = "one_f")]
+    pub train_fraction: f64,
 }
 
 fn template() -> String {
@@ -357,7 +362,36 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         seed: c.data.split_seed,
         ..SplitSpec::default()
     };
-    let train_texts = texts(&panel, &renderer, &spec, Split::Train);
+    if !(c.data.train_fraction > 0.0 && c.data.train_fraction <= 1.0) {
+        return Err(anyhow!(
+            "data.train_fraction = {}: expected a number in (0, 1]",
+            c.data.train_fraction
+        )
+        .into());
+    }
+    let mut train_texts = texts(&panel, &renderer, &spec, Split::Train);
+    if c.data.train_fraction < 1.0 {
+        let keep: Vec<bool> = panel
+            .persons
+            .iter()
+            .filter(|p| p.split_or(&spec) == Split::Train)
+            .map(|p| {
+                let h = labor_data::split::person_hash(0x5eed_f4ac, &p.dataset, &p.person_id);
+                ((h >> 11) as f64 / (1u64 << 53) as f64) < c.data.train_fraction
+            })
+            .collect();
+        let n = train_texts.len();
+        train_texts = train_texts
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(t, k)| k.then_some(t))
+            .collect();
+        eprintln!(
+            "data.train_fraction = {}: training on {} of {n} training persons",
+            c.data.train_fraction,
+            train_texts.len()
+        );
+    }
     let valid_texts: Vec<String> = texts(&panel, &renderer, &spec, Split::Valid)
         .into_iter()
         .take(c.train.eval_texts)
