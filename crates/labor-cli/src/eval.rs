@@ -213,6 +213,25 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
             .into());
         }
     }
+    // The oracle is evaluated on the records the models scored (when they scored a subset,
+    // e.g. with `labor score --limit`), so its row in every table is comparable.
+    if let Some(o) = &oracle_name {
+        let scored: std::collections::HashSet<(String, String, i32)> = models
+            .iter()
+            .filter(|m| &m.name != o)
+            .flat_map(|m| {
+                m.rows
+                    .iter()
+                    .map(|r| (r.dataset.clone(), r.person_id.clone(), r.t))
+            })
+            .collect();
+        if !scored.is_empty()
+            && let Some(m) = models.iter_mut().find(|m| &m.name == o)
+        {
+            m.rows
+                .retain(|r| scored.contains(&(r.dataset.clone(), r.person_id.clone(), r.t)));
+        }
+    }
     // Full distributions, summed into outcome classes, matched to rows.
     let mut full: HashMap<(String, String, String, i32), Vec<f64>> = HashMap::new();
     let full_files: Vec<&PathBuf> = a.full.iter().chain(a.oracle_full.iter()).collect();

@@ -7,6 +7,7 @@ mod eval;
 mod fit;
 mod io;
 mod lm;
+mod reproduce;
 mod synth;
 mod taxonomy;
 mod text;
@@ -54,6 +55,9 @@ enum Command {
     /// Evaluate prediction files: perplexity, sub-tasks, calibration by subgroup, paired
     /// comparisons; Markdown/CSV tables, SVG plots and a self-contained report.html.
     Eval(eval::EvalArgs),
+    /// Run the whole study from one preset (quick, cpu-smollm2, gpu or a file): worlds, models,
+    /// scoring, evaluation and report; finished stages are cached.
+    Reproduce(reproduce::ReproduceArgs),
     /// Generate a synthetic labor market with exact oracle probabilities, or report on one.
     Synth(synth::SynthArgs),
     /// Describe the tensor runtime (libtorch, CUDA devices) and run a small computation on it.
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),
     };

@@ -1234,3 +1234,139 @@ fn report_renders_in_headless_chromium() {
         png.len()
     );
 }
+
+/// A reproduction preset shrunk to seconds: one tiny survey, a tiny resume corpus, markov1 and
+/// a one-layer LM pre-trained on resumes and fine-tuned on the survey.
+const TINY_PRESET: &str = r#"
+description = "test"
+score_persons = 4
+[worlds.nlsy79]
+workers = 60
+seed = 1
+[worlds.resumes]
+workers = 80
+seed = 4
+role = "pretrain"
+[comparison]
+models = ["markov1"]
+[lm]
+untuned = true
+icl = []
+[lm.pretrain.model]
+vocab_size = 600
+[lm.pretrain.model.scratch]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+max_position_embeddings = 1024
+[lm.pretrain.optim]
+lr = 3e-3
+[lm.pretrain.train]
+total_steps = 400
+batch_size = 2
+eval_every = 400
+eval_texts = 4
+checkpoint_every = 2
+[lm.finetune.optim]
+lr = 3e-3
+[lm.finetune.train]
+total_steps = 4
+batch_size = 2
+eval_every = 2
+eval_texts = 4
+checkpoint_every = 2
+[eval]
+bootstrap = 50
+[[ablation]]
+name = "codes"
+switches = { numeric_codes = true }
+"#;
+
+#[test]
+fn reproduce_caches_stages_and_resumes_after_a_kill_during_training() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preset = d.join("tiny.toml");
+    std::fs::write(&preset, TINY_PRESET).unwrap();
+    let out = d.join("out");
+    // Start, wait for the base LM's first checkpoint, then kill the whole process group.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labor"))
+        .args(["reproduce", "--preset", p(&preset), "--out", p(&out)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let ckpt = out.join("runs/lm-base/checkpoints");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&ckpt).is_ok_and(|mut e| e.next().is_some()) {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pgid = child.id() as i32;
+    Command::new("kill")
+        .args(["-9", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("stages/train-lm-base.done").exists());
+    let world_done = std::fs::metadata(out.join("worlds/nlsy79/panel.parquet"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // Re-run: finished stages are skipped, the training resumes, everything completes.
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}\n{se}");
+    assert!(
+        so.contains("synthetic world nlsy79 (60 workers): done before (cached)"),
+        "{so}"
+    );
+    assert!(
+        so.contains("fit markov1 on nlsy79: done before (cached)"),
+        "{so}"
+    );
+    assert!(
+        so.contains("resuming the interrupted run runs/lm-base"),
+        "{so}"
+    );
+    assert_eq!(
+        std::fs::metadata(out.join("worlds/nlsy79/panel.parquet"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        world_done,
+        "a finished stage was redone"
+    );
+    for m in [
+        "| oracle |",
+        "| markov1 |",
+        "| lm-ft |",
+        "| lm-untuned |",
+        "| lm-ft-codes |",
+    ] {
+        assert!(so.contains(m), "{m} missing from the headline:\n{so}");
+    }
+    let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
+    assert!(html.contains("Ablation: codes") && html.contains("Preset"));
+    // A third run does nothing but evaluate.
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    let (so, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        !so.contains(": 0.") || so.matches("(cached)").count() >= 8,
+        "{so}"
+    );
+    assert!(
+        so.lines()
+            .filter(|l| l.starts_with('['))
+            .all(|l| l.contains("(cached)") || l.contains("evaluate")),
+        "{so}"
+    );
+}

