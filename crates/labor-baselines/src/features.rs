@@ -71,7 +71,13 @@ pub struct Design {
     pub val: Vec<f64>,
     /// The class of each row (an index into the model's classes).
     pub y: Vec<u32>,
+    /// Per row, a class left out of the softmax (the two-stage move model's previous label), or
+    /// [`NO_CLASS`]; empty when no row leaves one out.
+    pub exclude: Vec<u32>,
 }
+
+/// "No class" in [`Design::exclude`] and in class lookups.
+pub const NO_CLASS: u32 = u32::MAX;
 
 impl Design {
     pub fn new(n_features: usize) -> Self {
@@ -92,6 +98,27 @@ impl Design {
         }
         self.ptr.push(self.idx.len());
         self.y.push(y);
+        if !self.exclude.is_empty() {
+            self.exclude.push(NO_CLASS);
+        }
+    }
+    /// Adds a row whose softmax leaves out class `excluded` (≠ `y`; [`NO_CLASS`] for none).
+    pub fn push_excluding(&mut self, entries: &[(u32, f64)], y: u32, excluded: u32) {
+        debug_assert!(excluded != y);
+        if self.exclude.is_empty() && excluded != NO_CLASS {
+            self.exclude = vec![NO_CLASS; self.n_rows()];
+        }
+        self.push(entries, y);
+        if let Some(e) = self.exclude.last_mut() {
+            *e = excluded;
+        }
+    }
+    /// The class row `i` leaves out of its softmax, if any.
+    pub fn excluded(&self, i: usize) -> Option<usize> {
+        match self.exclude.get(i) {
+            Some(&e) if e != NO_CLASS => Some(e as usize),
+            _ => None,
+        }
     }
     pub fn row(&self, i: usize) -> (&[u32], &[f64]) {
         let (a, b) = (self.ptr[i], self.ptr[i + 1]);

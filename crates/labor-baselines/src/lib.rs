@@ -1,6 +1,7 @@
 //! Comparison models (SPEC §6) that predict the next label from counts or a linear model:
 //! the empirical Markov model of order 1 and 2 ([`markov`]) and the multinomial logit
-//! ([`mnl`], on the observation encoding of [`features`], fitted by [`lbfgs`]).
+//! ([`mnl`], one-stage or two-stage (stay / move), on the observation encoding of [`features`],
+//! fitted by [`lbfgs`]).
 //!
 //! Every model implements [`labor_data::predictions::Predictor`]. Like the other core crates,
 //! this one does no file-system I/O: models are (de)serialized from and to streams.
