@@ -28,9 +28,16 @@ pub struct FitArgs {
     /// Split seed for persons without an explicit split.
     #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
     pub split_seed: u64,
-    /// MNL: candidate L2 penalties (comma-separated), chosen on the valid split.
+    /// MNL: candidate L2 penalties (comma-separated) of the softmax (the move softmax in the
+    /// two-stage form), chosen on the valid split.
     #[arg(long, value_delimiter = ',')]
     pub lambdas: Option<Vec<f64>>,
+    /// MNL: candidate L2 penalties of the stay stage (two-stage form), chosen on the valid split.
+    #[arg(long, value_delimiter = ',')]
+    pub stay_lambdas: Option<Vec<f64>>,
+    /// MNL: one softmax over all labels instead of the two-stage (stay / move) form.
+    #[arg(long)]
+    pub one_stage: bool,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -64,9 +71,15 @@ pub fn run(a: &FitArgs) -> CmdResult {
             })
         }
         _ => {
-            let mut opts = MnlOptions::default();
+            let mut opts = MnlOptions {
+                two_stage: !a.one_stage,
+                ..MnlOptions::default()
+            };
             if let Some(l) = &a.lambdas {
                 opts.lambdas = l.clone();
+            }
+            if let Some(l) = &a.stay_lambdas {
+                opts.stay_lambdas = l.clone();
             }
             let m = Mnl::fit(&panel, &spec, &opts).map_err(|e| anyhow!(e))?;
             write_atomic(&a.out.join("model.json"), |w| {
@@ -76,15 +89,42 @@ pub fn run(a: &FitArgs) -> CmdResult {
                 Ok(m.write_coefficients(w)?)
             })?;
             let r = &m.report;
+            let form = if m.stay.is_some() {
+                "two-stage"
+            } else {
+                "one-stage"
+            };
+            let stage = if m.stay.is_some() {
+                "move softmax"
+            } else {
+                "softmax"
+            };
             println!(
-                "mnl: log-likelihood {:.3} after {} iterations, final gradient norm {:.3e} (λ = {}, \
-                 converged: {})",
+                "mnl ({form}) {stage}: log-likelihood {:.3} after {} iterations, final gradient \
+                 norm {:.3e} (λ = {}, converged: {})",
                 r.loglik, r.iterations, r.grad_norm, r.lambda, r.converged
             );
+            if let Some(s) = &m.stay {
+                let r = &s.report;
+                println!(
+                    "mnl (two-stage) stay logit: log-likelihood {:.3} after {} iterations, final \
+                     gradient norm {:.3e} (λ = {}, converged: {}); total {:.3}",
+                    r.loglik,
+                    r.iterations,
+                    r.grad_norm,
+                    r.lambda,
+                    r.converged,
+                    m.train_loglik()
+                );
+            }
             serde_json::json!({
                 "model": "mnl",
+                "form": form,
+                "loglik": m.train_loglik(),
+                "epsilon": m.epsilon,
                 "report": r,
                 "search": m.search,
+                "stay": m.stay.as_ref().map(|s| serde_json::json!({"report": s.report, "search": s.search})),
                 "seconds": t0.elapsed().as_secs_f64(),
             })
         }
