@@ -1,5 +1,7 @@
-//! `labor fit --model markov1|markov2|mnl --panel P --out DIR`: fit a comparison model on the
-//! train split (tuned on valid) and save it where `labor score --model DIR` finds it.
+//! `labor fit --model markov1|markov2|mnl|bag-of-jobs|career --panel P --out DIR`: fit a
+//! comparison model on the train split (tuned on valid) and save it where
+//! `labor score --model DIR` finds it. The neural models (bag-of-jobs, career) are in
+//! [`neural`].
 //!
 //! A comparison-model directory holds `kind` (the model name), `model.json` (the fitted model)
 //! and `fit.json` (what the fit did); an MNL also writes `coefficients.csv`.
@@ -14,11 +16,13 @@ use labor_baselines::mnl::{Mnl, MnlOptions};
 use labor_data::predictions::Predictor;
 use labor_data::{Panel, SplitSpec};
 
+mod neural;
+
 use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// markov1, markov2 or mnl.
+    /// markov1, markov2, mnl, bag-of-jobs or career.
     #[arg(long)]
     pub model: String,
     #[arg(long)]
@@ -38,15 +42,20 @@ pub struct FitArgs {
     /// MNL: one softmax over all labels instead of the two-stage (stay / move) form.
     #[arg(long)]
     pub one_stage: bool,
+    #[command(flatten)]
+    pub neural: neural::NeuralArgs,
     #[arg(long)]
     pub out: PathBuf,
 }
 
-pub const KINDS: [&str; 3] = ["markov1", "markov2", "mnl"];
+pub const KINDS: [&str; 5] = ["markov1", "markov2", "mnl", "bag-of-jobs", "career"];
 
 pub fn run(a: &FitArgs) -> CmdResult {
     if !KINDS.contains(&a.model.as_str()) {
         return Err(anyhow!("--model {:?}: expected one of {KINDS:?}", a.model).into());
+    }
+    if neural::is_neural(&a.model) {
+        return neural::run(a);
     }
     let (panel, _) = load_panel(&a.panel, &a.input)?;
     let spec = SplitSpec {
@@ -149,6 +158,9 @@ pub fn load(dir: &Path, panel: &Panel) -> anyhow::Result<Option<Box<dyn Predicto
         return Ok(None);
     }
     let kind = std::fs::read_to_string(&kind_path)?.trim().to_string();
+    if neural::is_neural(&kind) {
+        return neural::load(dir, panel).map(Some);
+    }
     let f = std::fs::File::open(dir.join("model.json"))
         .with_context(|| format!("cannot open {}/model.json", dir.display()))?;
     let r = std::io::BufReader::new(f);

@@ -1235,6 +1235,115 @@ fn report_renders_in_headless_chromium() {
     );
 }
 
+#[test]
+fn fit_bag_of_jobs_and_pretrained_career_then_score_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let world = |name: &str, n: &str| {
+        let out = d.join(name);
+        let o = labor(&[
+            "synth",
+            "--world",
+            name,
+            "--workers",
+            n,
+            "--seed",
+            "9",
+            "--out",
+            p(&out),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        out.join("panel.parquet")
+    };
+    let panel = world("nlsy79", "120");
+    let resumes = world("resumes", "80");
+    let tiny = [
+        "--layers", "1", "--width", "16", "--heads", "2", "--ffn", "32", "--epochs", "2",
+        "--device", "cpu",
+    ];
+    let fit = |kind: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "fit",
+            "--model",
+            kind,
+            "--panel",
+            p(&panel),
+            "--out",
+            p(out),
+        ];
+        args.extend(extra);
+        labor(&args)
+    };
+    let bag = d.join("bag");
+    let o = fit("bag-of-jobs", &bag, &["--width", "8", "--epochs", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let career = d.join("career");
+    let mut extra = tiny.to_vec();
+    extra.extend(["--pretrain", p(&resumes), "--pretrain-epochs", "1"]);
+    let o = fit("career", &career, &extra);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("career-pretrained pretrain: 1 epochs"),
+        "{:?}",
+        text(&o)
+    );
+    for (out, name, epochs) in [(&bag, "bag-of-jobs", 2), (&career, "career-pretrained", 3)] {
+        let fj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+        assert_eq!(fj["model"], name);
+        assert_eq!(fj["epochs"], epochs);
+        assert!(fj["best_valid_perplexity"].as_f64().unwrap() > 1.0);
+        assert!(fj["seconds"].as_f64().unwrap() >= 0.0);
+        assert!(out.join("model.safetensors").exists() && out.join("config.toml").exists());
+        assert!(out.join("checkpoint/state.json").exists());
+        let preds = d.join(format!("{name}.parquet"));
+        let o = labor(&[
+            "score",
+            "--model",
+            p(out),
+            "--panel",
+            p(&panel),
+            "--split",
+            "test",
+            "--out",
+            p(&preds),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {:?}", text(&o));
+        let rows =
+            labor_data::predictions::read_logp(std::fs::File::open(&preds).unwrap()).unwrap();
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.3 < 0.0 && r.3.is_finite()), "{name}");
+    }
+    // Resuming a finished fit trains no further and keeps the weights.
+    let before = std::fs::read(career.join("model.safetensors")).unwrap();
+    let mut extra = vec!["--resume", "--pretrain", p(&resumes)];
+    extra.extend(["--device", "cpu"]);
+    let o = fit("career", &career, &extra);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        before,
+        std::fs::read(career.join("model.safetensors")).unwrap()
+    );
+    // Clear errors.
+    let o = fit("bag-of-jobs", &d.join("x"), &["--pretrain", p(&resumes)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("--pretrain is for --model career"),
+        "{:?}",
+        text(&o)
+    );
+    let o = fit("career", &d.join("y"), &["--resume"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no fit to resume"), "{:?}", text(&o));
+    let o = fit("career", &d.join("z"), &["--width", "10", "--heads", "3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("not a multiple of heads"),
+        "{:?}",
+        text(&o)
+    );
+}
+
 /// A reproduction preset shrunk to seconds: one tiny survey, a tiny resume corpus, markov1 and
 /// a one-layer LM pre-trained on resumes and fine-tuned on the survey.
 const TINY_PRESET: &str = r#"
