@@ -47,7 +47,8 @@ enum Command {
     Lm(lm::LmCommand),
     /// Fine-tune or train a language model from one TOML run description (docs/train.md).
     Train(train::TrainArgs),
-    /// Fit a comparison model (markov1, markov2, mnl) on the train split, tuned on valid.
+    /// Fit a comparison model (markov1, markov2, mnl, bag-of-jobs, career) on the train split,
+    /// tuned on valid.
     Fit(fit::FitArgs),
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
