@@ -278,6 +278,21 @@ pub fn train(
         };
         resumed = Some((opt, from_bytes(&ck.best)?));
         state = ck.state;
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let fits = state.stage <= stages.len()
+            && state.stages.len() == state.stage
+            && state.stages.iter().zip(&names).all(|(r, n)| r.name == *n)
+            && state
+                .history
+                .last()
+                .is_none_or(|h| names.contains(&h.stage.as_str()));
+        if !fits {
+            let done: Vec<&str> = state.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "the checkpoint belongs to a fit with other stages (finished: {done:?}; this fit \
+                 has {names:?}); resume with the same panels and --pretrain"
+            ));
+        }
     }
     let dev = net.vs.device();
     let mut epochs_run = 0usize;

@@ -15,6 +15,8 @@ use labor_synth::{Generator, World};
 use tch::{Device, Kind, Tensor};
 
 fn world(name: &str, n: usize, seed: u64) -> Panel {
+    // Small tensors: one thread is fastest, and several spin against each other on a busy machine.
+    tch::set_num_threads(1);
     let g = Generator::new(
         World::preset(name).unwrap(),
         Taxonomy::embedded_default(),
@@ -245,6 +247,24 @@ fn resuming_from_any_checkpoint_continues_exactly() {
     // Two epochs + a stage end per stage.
     assert_eq!(keep.0.len(), 6);
     let want = full.weights_bytes().unwrap();
+    // A checkpoint of another stage layout (pretraining, resumed without it) is refused.
+    let ck = &keep.0[2];
+    let other = Checkpoint {
+        state: ck.state.clone(),
+        weights: ck.weights.clone(),
+        optimizer: ck.optimizer.clone(),
+        best: ck.best.clone(),
+    };
+    let err = train::train(
+        &fresh().net,
+        data.vocab.k(),
+        &stages[1..],
+        Some(other),
+        &mut Quiet,
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("other stages"), "{err}");
     for (i, ck) in keep.0.into_iter().enumerate() {
         let m = fresh();
         let st = train::train(&m.net, data.vocab.k(), &stages, Some(ck), &mut Quiet, None).unwrap();
