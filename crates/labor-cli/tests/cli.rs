@@ -1419,10 +1419,12 @@ fn reproduce_caches_stages_and_resumes_after_a_kill_during_training() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let pgid = child.id() as i32;
-    Command::new("kill")
-        .args(["-9", &format!("-{pgid}")])
+    // `--` matters: procps-ng reads a bare negative number as an option, not a process group.
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
         .status()
         .unwrap();
+    assert!(killed.success());
     child.wait().unwrap();
     assert!(!out.join("stages/train-lm-base.done").exists());
     let world_done = std::fs::metadata(out.join("worlds/nlsy79/panel.parquet"))
