@@ -189,6 +189,10 @@ pub fn load_preset(name: &str) -> anyhow::Result<(Preset, String)> {
         })?,
     };
     let p: Preset = toml::from_str(&text).map_err(|e| anyhow!("preset {name}: {e}"))?;
+    for a in &p.ablation {
+        switch_flags(&a.switches)
+            .map_err(|e| anyhow!("preset {name}: ablation {}: {e}", a.name))?;
+    }
     for (w, s) in &p.worlds {
         if s.role != "survey" && s.role != "pretrain" {
             return Err(anyhow!(
@@ -389,12 +393,22 @@ fn run_toml(
         toml::Value::Integer(p.split_seed as i64),
     );
     if !switches.is_empty() {
+        let mut all: BTreeMap<String, bool> = [
+            ("dataset_line", true),
+            ("birth_year", true),
+            ("education", true),
+            ("demographics", true),
+            ("numeric_codes", false),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        all.extend(switches.iter().map(|(k, v)| (k.clone(), *v)));
         data.insert(
             "switches".into(),
             toml::Value::Table(
-                switches
-                    .iter()
-                    .map(|(k, v)| (k.clone(), toml::Value::Boolean(*v)))
+                all.into_iter()
+                    .map(|(k, v)| (k, toml::Value::Boolean(v)))
                     .collect(),
             ),
         );

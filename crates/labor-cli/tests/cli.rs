@@ -1348,7 +1348,7 @@ fn fit_bag_of_jobs_and_pretrained_career_then_score_them() {
 /// a one-layer LM pre-trained on resumes and fine-tuned on the survey.
 const TINY_PRESET: &str = r#"
 description = "test"
-score_persons = 4
+score_persons = 2
 [worlds.nlsy79]
 workers = 60
 seed = 1
@@ -1372,7 +1372,7 @@ max_position_embeddings = 1024
 [lm.pretrain.optim]
 lr = 3e-3
 [lm.pretrain.train]
-total_steps = 400
+total_steps = 40
 batch_size = 2
 eval_every = 400
 eval_texts = 4
