@@ -255,13 +255,15 @@ pub fn prepare(
 }
 
 /// Fits a model: the pretraining stage (when `data` has pretraining persons and `cfg.pretrain`
-/// is set), then the survey stage. `resume` continues from a checkpoint of the same fit.
+/// is set), then the survey stage. `resume` continues from a checkpoint of the same fit;
+/// `stop_after_epochs` returns early (unfinished: `state.stage` < the number of stages).
 pub fn fit(
     data: &FitData,
     cfg: &FitConfig,
     device: Device,
     hooks: &mut dyn Hooks,
     resume: Option<Checkpoint>,
+    stop_after_epochs: Option<usize>,
 ) -> Result<(NeuralModel, TrainState), String> {
     let pretrained = !data.pre_train.is_empty();
     if pretrained && cfg.model.kind != NetKind::Career {
@@ -299,6 +301,13 @@ pub fn fit(
         valid: &data.valid,
         config: cfg.train.clone(),
     });
-    let state = train::train(&model.net, data.vocab.k(), &stages, resume, hooks, None)?;
+    let state = train::train(
+        &model.net,
+        data.vocab.k(),
+        &stages,
+        resume,
+        hooks,
+        stop_after_epochs,
+    )?;
     Ok((model, state))
 }

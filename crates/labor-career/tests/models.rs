@@ -334,7 +334,7 @@ fn both_models_beat_label_frequencies() {
             pretrain: None,
         },
     ] {
-        let (mut m, state) = fit(&data, &cfg, Device::Cpu, &mut Quiet, None).unwrap();
+        let (mut m, state) = fit(&data, &cfg, Device::Cpu, &mut Quiet, None, None).unwrap();
         let ll = labor_baselines::evaluate(&mut m, &panel, &spec, Split::Test).unwrap();
         let ppl = ll.perplexity_all();
         let best = state.stages[0].best_valid_perplexity;

@@ -1314,6 +1314,30 @@ fn fit_bag_of_jobs_and_pretrained_career_then_score_them() {
         assert!(!rows.is_empty());
         assert!(rows.iter().all(|r| r.3 < 0.0 && r.3.is_finite()), "{name}");
     }
+    // Stopped after 2 epochs (in the fine-tuning stage) and resumed: the same weights as the
+    // uninterrupted fit.
+    let stopped = d.join("career-stopped");
+    let mut extra = tiny.to_vec();
+    extra.extend(["--pretrain", p(&resumes), "--pretrain-epochs", "1"]);
+    extra.extend(["--stop-after-epochs", "2"]);
+    let o = fit("career", &stopped, &extra);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("stopped in stage 2 after epoch 1"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(!stopped.join("model.safetensors").exists());
+    let o = fit(
+        "career",
+        &stopped,
+        &["--resume", "--pretrain", p(&resumes), "--device", "cpu"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        std::fs::read(career.join("model.safetensors")).unwrap(),
+        std::fs::read(stopped.join("model.safetensors")).unwrap()
+    );
     // Resuming a finished fit trains no further and keeps the weights.
     let before = std::fs::read(career.join("model.safetensors")).unwrap();
     let mut extra = vec!["--resume", "--pretrain", p(&resumes)];

@@ -74,6 +74,9 @@ pub struct NeuralArgs {
     /// are read from --out/config.toml).
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this many epochs (over all stages), resumable with --resume.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
 }
 
 pub fn is_neural(kind: &str) -> bool {
@@ -319,10 +322,22 @@ pub fn run(a: &FitArgs) -> CmdResult {
         dir: &a.out,
         pb: None,
     };
-    let (model, state) = labor_career::fit(&data, &cfg, device, &mut hooks, resume)
-        .map_err(|e| anyhow!("{}: {e}", a.model))?;
+    let (model, state) =
+        labor_career::fit(&data, &cfg, device, &mut hooks, resume, n.stop_after_epochs)
+            .map_err(|e| anyhow!("{}: {e}", a.model))?;
     if let Some(pb) = hooks.pb.take() {
         pb.finish_and_clear();
+    }
+    let n_stages = 1 + usize::from(!data.pre_train.is_empty());
+    if state.stage < n_stages {
+        println!(
+            "{}: stopped in stage {} after epoch {}; continue with `labor fit --resume` and the \
+             same arguments",
+            a.out.display(),
+            state.stage + 1,
+            state.epoch
+        );
+        return Ok(());
     }
     let seconds = t0.elapsed().as_secs_f64();
     let weights = model.weights_bytes().map_err(|e| anyhow!(e))?;
