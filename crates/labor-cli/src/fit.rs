@@ -57,6 +57,9 @@ pub fn run(a: &FitArgs) -> CmdResult {
     if neural::is_neural(&a.model) {
         return neural::run(a);
     }
+    if let Some(flag) = a.neural.given() {
+        return Err(anyhow!("{flag} is for --model bag-of-jobs or career").into());
+    }
     let (panel, _) = load_panel(&a.panel, &a.input)?;
     let spec = SplitSpec {
         seed: a.split_seed,

@@ -1356,6 +1356,15 @@ fn fit_bag_of_jobs_and_pretrained_career_then_score_them() {
         "{:?}",
         text(&o)
     );
+    let o = fit("markov1", &d.join("w"), &["--epochs", "3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o)
+            .1
+            .contains("--epochs is for --model bag-of-jobs or career"),
+        "{:?}",
+        text(&o)
+    );
     let o = fit("career", &d.join("y"), &["--resume"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("no fit to resume"), "{:?}", text(&o));

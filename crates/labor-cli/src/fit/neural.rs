@@ -79,6 +79,32 @@ pub struct NeuralArgs {
     pub stop_after_epochs: Option<usize>,
 }
 
+impl NeuralArgs {
+    /// The first neural-only option given, if any (for a clear error on other models).
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            (self.pretrain.is_some(), "--pretrain"),
+            (self.config.is_some(), "--config"),
+            (self.paper_size, "--paper-size"),
+            (self.layers.is_some(), "--layers"),
+            (self.width.is_some(), "--width"),
+            (self.heads.is_some(), "--heads"),
+            (self.ffn.is_some(), "--ffn"),
+            (self.dropout.is_some(), "--dropout"),
+            (self.epochs.is_some(), "--epochs"),
+            (self.pretrain_epochs.is_some(), "--pretrain-epochs"),
+            (self.lr.is_some(), "--lr"),
+            (self.batch_size.is_some(), "--batch-size"),
+            (self.patience.is_some(), "--patience"),
+            (self.seed.is_some(), "--seed"),
+            (self.resume, "--resume"),
+            (self.stop_after_epochs.is_some(), "--stop-after-epochs"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
 pub fn is_neural(kind: &str) -> bool {
     matches!(kind, "bag-of-jobs" | "career")
 }
