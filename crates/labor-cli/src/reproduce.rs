@@ -69,6 +69,10 @@ pub struct Preset {
     pub score_persons: usize,
     #[serde(default)]
     pub ablation: Vec<Ablation>,
+    /// Write full distributions when scoring (needed for calibration by occupation group;
+    /// large for big test sets).
+    #[serde(default = "yes")]
+    pub full_dist: bool,
 }
 
 fn split_seed() -> u64 {
@@ -88,6 +92,9 @@ pub struct WorldSpec {
     /// `survey` (evaluated) or `pretrain` (a resume corpus for pre-training only).
     #[serde(default = "survey")]
     pub role: String,
+    /// Write the oracle's full distributions of a survey (oracle_full.parquet).
+    #[serde(default = "yes")]
+    pub full_oracle: bool,
 }
 
 fn survey() -> String {
@@ -452,7 +459,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             "--seed",
             &w.seed.to_string(),
         ]));
-        if w.role == "survey" {
+        if w.role == "survey" && w.full_oracle {
             args.extend(strs(&["--full-oracle", &w.workers.to_string()]));
         }
         args.extend(strs(&["--out", &format!("worlds/{name}")]));
@@ -492,9 +499,11 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 name,
                 "--out",
                 &out,
-                "--full-dist",
-                &fd,
             ]));
+            if p.full_dist {
+                args.extend(strs(&["--full-dist", &fd]));
+                full.push(fd);
+            }
             args.extend(limit.iter().cloned());
             args.extend(extra.iter().cloned());
             stages.push(Stage {
@@ -506,7 +515,6 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 files: vec![],
             });
             preds.push(out);
-            full.push(fd);
         };
     // Comparison models, per survey.
     for m in &p.comparison.models {
@@ -844,6 +852,7 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
             .collect(),
         oracle_full: surveys
             .iter()
+            .filter(|w| preset.worlds[**w].full_oracle)
             .map(|w| out.join(format!("worlds/{w}/oracle_full.parquet")))
             .collect(),
         panel: surveys
