@@ -7,6 +7,3 @@ source scripts/env.sh
 cargo build --release --locked -p labor-cli
 out="${1:-bench-out/comparison}"
 target/release/labor reproduce --preset benches/comparison-nlsy79.toml --out "$out"
-echo "fit and scoring times per stage:"
-cat "$out"/stages/*.done >/dev/null
-grep -h "" "$out"/logs/fit-*.log | grep -E "fitted in|seconds" || true
