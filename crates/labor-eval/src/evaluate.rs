@@ -508,8 +508,8 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
                 with_ci(ratio[1].0, ratio[1].1, 3),
             ]);
             let cell = |p: Option<f64>, r: Option<f64>| match (p, r) {
-                (Some(p), Some(r)) => format!("{p:.3} ({r:.2}×)"),
-                (Some(p), None) => format!("{p:.3}"),
+                (Some(p), Some(r)) => format!("{} ({}×)", num(Some(p), 3), num(Some(r), 2)),
+                (Some(p), None) => num(Some(p), 3),
                 _ => String::new(),
             };
             headline_cells.insert((mi, 2 * di), cell(pa, ratio[0].0));

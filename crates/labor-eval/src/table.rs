@@ -106,6 +106,7 @@ pub fn html_escape(s: &str) -> String {
 /// A number with `d` decimals; empty for NaN or a missing value.
 pub fn num(x: Option<f64>, d: usize) -> String {
     match x {
+        Some(v) if v.is_finite() && v.abs() >= 1e6 => format!("{v:.3e}"),
         Some(v) if v.is_finite() => format!("{v:.d$}"),
         Some(v) if v.is_infinite() => if v > 0.0 { "inf" } else { "-inf" }.into(),
         _ => String::new(),
