@@ -1011,7 +1011,10 @@ fn fit_markov_and_mnl_then_score_them_like_any_model() {
         if kind == "mnl" {
             assert!(text(&o).0.contains("log-likelihood"), "{:?}", text(&o));
             let csv = std::fs::read_to_string(out.join("coefficients.csv")).unwrap();
-            assert!(csv.starts_with("block,feature,label_code,coefficient"), "{csv:.200}");
+            assert!(
+                csv.starts_with("block,feature,label_code,coefficient"),
+                "{csv:.200}"
+            );
         }
         let preds = d.join(format!("{kind}.parquet"));
         let o = labor(&[
