@@ -543,13 +543,13 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     }
     eprintln!(
-        "{} parameters ({} trainable), {} training texts, {} validation texts; {total} steps of {} texts ({} epochs)",
+        "{} parameters ({} trainable), {} training texts, {} validation texts; {total} steps of {} texts ({:.2} epochs)",
         cfg.n_params(),
         opt.n_params(),
         data.train.len(),
         data.valid.len(),
         per_step,
-        c.train.epochs
+        (total * per_step) as f64 / data.train.len().max(1) as f64
     );
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
