@@ -10,6 +10,8 @@ use labor_synth::{Generator, World};
 use labor_text::{Renderer, Switches, Template};
 use tch::{Device, Kind, Tensor, nn};
 
+mod common;
+
 fn small_panel() -> Panel {
     let g = Generator::new(
         World::preset("nlsy79").unwrap(),
@@ -26,19 +28,9 @@ fn small_panel() -> Panel {
 
 fn random_model(vocab: usize) -> (nn::VarStore, Llama) {
     let cfg = LlamaConfig::small(vocab, 32, 64, 2, 4, 2, 4096, false);
-    tch::manual_seed(3);
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), &cfg, false);
-    tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
-            let r = Tensor::randn(v.size(), (Kind::Float, Device::Cpu));
-            v.copy_(&if name.ends_with("norm.weight") {
-                r * 0.1 + 1.0
-            } else {
-                r * 0.1
-            });
-        }
-    });
+    common::fill_normal(&vs, 3, 0.1);
     (vs, model)
 }
 
