@@ -7,7 +7,9 @@ use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Split, SplitSpec};
-use labor_text::tokenize::{Misalignment, check_alignment, from_json, to_json, train_bpe};
+use labor_text::tokenize::{
+    Misalignment, PreTokenize, check_alignment, from_json, to_json, train_bpe,
+};
 use labor_text::{Renderer, Switches, Template};
 use tokenizers::Tokenizer;
 
@@ -98,6 +100,11 @@ pub enum TokenizerCommand {
         text: TextArgs,
         #[arg(long, default_value_t = 4096)]
         vocab_size: usize,
+        /// How the text is cut before BPE merges: `byte-level` (GPT-2 style: words, numbers and
+        /// punctuation apart) or `segments` (pieces end after each `:` and newline, so whole job
+        /// titles can become single tokens).
+        #[arg(long, default_value_t = PreTokenize::ByteLevel)]
+        pre_tokenize: PreTokenize,
         #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
         seed: u64,
         #[arg(long)]
@@ -276,6 +283,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             input,
             text,
             vocab_size,
+            pre_tokenize,
             seed,
             out,
         } => {
@@ -299,6 +307,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                 texts.iter().map(String::as_str),
                 *vocab_size,
                 &template.terminator,
+                *pre_tokenize,
             )
             .map_err(|e| anyhow!("training: {e}"))?;
             let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;

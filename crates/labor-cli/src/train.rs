@@ -62,6 +62,9 @@ pub struct ModelSection {
     /// Vocabulary size of the from-scratch tokenizer.
     #[serde(default = "vocab")]
     pub vocab_size: usize,
+    /// Pre-tokenization of the from-scratch tokenizer: `byte-level` or `segments`.
+    #[serde(default)]
+    pub pre_tokenize: labor_text::tokenize::PreTokenize,
 }
 
 fn vocab() -> usize {
@@ -427,6 +430,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             train_texts.iter().map(String::as_str),
             c.model.vocab_size,
             &template.terminator,
+            c.model.pre_tokenize,
         )
         .map_err(|e| anyhow!("{e}"))?;
         let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;

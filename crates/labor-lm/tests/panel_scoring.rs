@@ -49,6 +49,7 @@ fn texts_and_tokenizer(
         texts.iter().map(String::as_str),
         600,
         &template.terminator,
+        labor_text::tokenize::PreTokenize::ByteLevel,
     )
     .unwrap();
     (texts, tok)

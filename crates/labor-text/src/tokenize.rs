@@ -1,9 +1,13 @@
 //! Tokenizers (Hugging Face `tokenizers`): load a `tokenizer.json`, train a byte-level BPE on
 //! rendered texts, and check that every label's continuation aligns with token boundaries.
 
+use serde::{Deserialize, Serialize};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, Tokenizer};
 
 /// The end-of-sequence token of tokenizers trained here (appended after `<END OF DATA>` when
@@ -22,15 +26,68 @@ pub fn to_json(tok: &Tokenizer) -> Result<String, Error> {
     tok.to_string(true)
 }
 
-/// Trains a byte-level BPE tokenizer (GPT-2 style pre-tokenization, no prefix space) on
-/// `texts`, with `terminator` (e.g. `<END OF DATA>`) and [`EOS`] as special tokens.
+/// How text is cut into pieces before BPE merges (merges never cross a piece boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreTokenize {
+    /// GPT-2 style: words, numbers and punctuation runs are separate pieces, so a multi-word
+    /// job title is always several tokens.
+    #[default]
+    ByteLevel,
+    /// Pieces end after every `:` and every newline: a record line `1985 (bachelor's degree):`
+    /// and its continuation ` Crossing guards and flaggers\n` are one piece each, so with a
+    /// large enough vocabulary frequent titles become single tokens (as in CAREER, one token per
+    /// occupation) and a record costs about two tokens.
+    Segments,
+}
+
+impl std::str::FromStr for PreTokenize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "byte-level" => Ok(Self::ByteLevel),
+            "segments" => Ok(Self::Segments),
+            _ => Err(format!(
+                "unknown pre-tokenization {s:?}: expected \"byte-level\" or \"segments\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PreTokenize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ByteLevel => "byte-level",
+            Self::Segments => "segments",
+        })
+    }
+}
+
+/// Trains a byte-level BPE tokenizer (no prefix space) on `texts`, with `terminator` (e.g.
+/// `<END OF DATA>`) and [`EOS`] as special tokens, cutting the text into pieces as `pre` says.
 pub fn train_bpe<'a>(
     texts: impl Iterator<Item = &'a str> + Send,
     vocab_size: usize,
     terminator: &str,
+    pre: PreTokenize,
 ) -> Result<Tokenizer, Error> {
     let mut tok = Tokenizer::new(BPE::default());
-    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    match pre {
+        PreTokenize::ByteLevel => {
+            tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        }
+        PreTokenize::Segments => {
+            let split = Split::new(
+                SplitPattern::Regex("[:\\n]".into()),
+                SplitDelimiterBehavior::MergedWithPrevious,
+                false,
+            )?;
+            tok.with_pre_tokenizer(Some(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+        }
+    }
     tok.with_decoder(Some(ByteLevel::new(false, true, true)));
     let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
