@@ -478,6 +478,38 @@ fn text_render_and_tokenizer_train_check() {
         "--numeric-codes",
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // `segments` pre-tokenization: pieces end after ':' and newline, labels still align.
+    let seg = dir.path().join("segments.json");
+    let train_seg = |pre: &str| {
+        labor(&[
+            "tokenizer",
+            "train",
+            "--panel",
+            p(&panel),
+            "--taxonomy",
+            p(&tax),
+            "--vocab-size",
+            "800",
+            "--pre-tokenize",
+            pre,
+            "--out",
+            p(&seg),
+        ])
+    };
+    let o = train_seg("segments");
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("every one of the 451 labels aligns"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&seg).unwrap()).unwrap();
+    assert_eq!(
+        json["pre_tokenizer"]["type"], "Sequence",
+        "{}",
+        json["pre_tokenizer"]
+    );
+    assert_eq!(json["pre_tokenizer"]["pretokenizers"][0]["type"], "Split");
+    let o = train_seg("words");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("\"segments\""), "{:?}", text(&o));
     let with_ids = dir.path().join("ids.jsonl");
     let o = labor(&[
         "text",
