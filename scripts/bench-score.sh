@@ -3,17 +3,27 @@
 # (Rust, same model and records, one run) vs a Python transformers per-label loop over exactly
 # the same token ids; then SmolLM2-135M records/s when it has been fetched.
 #   bash scripts/bench-score.sh [PERSONS] [RECORDS_PER_PERSON]
+# PRE_TOKENIZE=segments trains the small model's BPE with `segments` pre-tokenization (whole titles
+# as tokens) instead of GPT-2 style pieces; TOKENIZER_WORKERS=N trains the BPE on the training
+# split of a separate N-worker world (seed 5) instead of the scored 500-worker one, so that more
+# titles become whole tokens. Use another BENCH_DIR for either.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 PERSONS=${1:-2}
 RECORDS=${2:-3}
+PRE=${PRE_TOKENIZE:-byte-level}
 W=${BENCH_DIR:-/tmp/labor-bench-score}
 mkdir -p "$W"
 cargo build --release --locked -q -p labor-cli
 L=target/release/labor
 [ -f "$W/syn/panel.parquet" ] || $L synth --world nlsy79 --workers 500 --seed 3 --out "$W/syn" >/dev/null
-[ -f "$W/tok.json" ] || $L tokenizer train --panel "$W/syn/panel.parquet" --vocab-size 4096 --out "$W/tok.json" >/dev/null
+TOK_PANEL="$W/syn/panel.parquet"
+if [ -n "${TOKENIZER_WORKERS:-}" ]; then
+  [ -f "$W/tok-world/panel.parquet" ] || $L synth --world nlsy79 --workers "$TOKENIZER_WORKERS" --seed 5 --out "$W/tok-world" >/dev/null
+  TOK_PANEL="$W/tok-world/panel.parquet"
+fi
+[ -f "$W/tok.json" ] || $L tokenizer train --panel "$TOK_PANEL" --vocab-size 4096 --pre-tokenize "$PRE" --out "$W/tok.json" >/dev/null
 cat > "$W/small.toml" <<'TOML'
 hidden_size = 256
 intermediate_size = 688
