@@ -447,19 +447,24 @@ fn text_render_and_tokenizer_train_check() {
             assert!(t[a..b].starts_with(' ') && t[a..b].ends_with('\n'));
         }
     }
+    let train_tok = |pre: &str, out: &Path| {
+        labor(&[
+            "tokenizer",
+            "train",
+            "--panel",
+            p(&panel),
+            "--taxonomy",
+            p(&tax),
+            "--vocab-size",
+            "800",
+            "--pre-tokenize",
+            pre,
+            "--out",
+            p(out),
+        ])
+    };
     let tok = dir.path().join("tokenizer.json");
-    let o = labor(&[
-        "tokenizer",
-        "train",
-        "--panel",
-        p(&panel),
-        "--taxonomy",
-        p(&tax),
-        "--vocab-size",
-        "800",
-        "--out",
-        p(&tok),
-    ]);
+    let o = train_tok("byte-level", &tok);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(
         text(&o).0.contains("every one of the 451 labels aligns"),
@@ -480,23 +485,7 @@ fn text_render_and_tokenizer_train_check() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     // `segments` pre-tokenization: pieces end after ':' and newline, labels still align.
     let seg = dir.path().join("segments.json");
-    let train_seg = |pre: &str| {
-        labor(&[
-            "tokenizer",
-            "train",
-            "--panel",
-            p(&panel),
-            "--taxonomy",
-            p(&tax),
-            "--vocab-size",
-            "800",
-            "--pre-tokenize",
-            pre,
-            "--out",
-            p(&seg),
-        ])
-    };
-    let o = train_seg("segments");
+    let o = train_tok("segments", &seg);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(text(&o).0.contains("every one of the 451 labels aligns"));
     let json: serde_json::Value =
@@ -507,7 +496,7 @@ fn text_render_and_tokenizer_train_check() {
         json["pre_tokenizer"]
     );
     assert_eq!(json["pre_tokenizer"]["pretokenizers"][0]["type"], "Split");
-    let o = train_seg("words");
+    let o = train_tok("words", &seg);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("\"segments\""), "{:?}", text(&o));
     let with_ids = dir.path().join("ids.jsonl");
