@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Split, SplitSpec};
 use labor_text::tokenize::{
-    Misalignment, PreTokenize, check_alignment, from_json, to_json, train_bpe,
+    Misalignment, PreTokenize, add_label_tokens, check_alignment, continuation_lengths, from_json,
+    to_json, train_bpe,
 };
 use labor_text::{Renderer, Switches, Template};
 use tokenizers::Tokenizer;
@@ -105,6 +106,10 @@ pub enum TokenizerCommand {
         /// titles can become single tokens).
         #[arg(long, default_value_t = PreTokenize::ByteLevel)]
         pre_tokenize: PreTokenize,
+        /// Do not add one token per label continuation (titles and numeric codes): titles are
+        /// then learned as BPE pieces like the rest of the text.
+        #[arg(long)]
+        no_label_tokens: bool,
         #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
         seed: u64,
         #[arg(long)]
@@ -171,10 +176,27 @@ pub fn panel_and_template(
     Ok((p, text.template()?))
 }
 
-/// Runs the alignment check of `tok` on the panel's contexts and reports it.
+/// Runs the alignment check of `tok` on the panel's contexts and reports it, with the cost of
+/// the label continuations: tokens per continuation and the nodes of the label trie.
 pub fn align(tok: &Tokenizer, p: &Panel, r: &Renderer) -> CmdResult {
-    let bad =
-        check_alignment(tok, &contexts(p, r), &r.continuations()).map_err(|e| anyhow!("{e}"))?;
+    let conts = r.continuations();
+    let bad = check_alignment(tok, &contexts(p, r), &conts).map_err(|e| anyhow!("{e}"))?;
+    let (max, mean) = continuation_lengths(tok, &conts).map_err(|e| anyhow!("{e}"))?;
+    let ids: Vec<Vec<u32>> = conts
+        .iter()
+        .map(|c| {
+            tok.encode(c.as_str(), false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let trie = labor_lm::score::LabelTrie::new(&ids).map_err(|e| anyhow!("label trie: {e}"))?;
+    println!(
+        "label continuations: {} labels, {mean:.2} tokens on average, at most {max}; \
+         label trie: {} inner nodes (query tokens per record after the context)",
+        conts.len(),
+        trie.n_nodes(),
+    );
     report_alignment(&bad, p)
 }
 
@@ -284,6 +306,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             text,
             vocab_size,
             pre_tokenize,
+            no_label_tokens,
             seed,
             out,
         } => {
@@ -298,18 +321,30 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                 .persons
                 .iter()
                 .filter(|x| x.split_or(&spec) == Split::Train)
-                .map(|x| r.render(x, &p.taxonomy).text)
+                .map(|x| {
+                    let t = r.render(x, &p.taxonomy);
+                    if *no_label_tokens {
+                        t.text
+                    } else {
+                        t.without_continuations()
+                    }
+                })
                 .collect();
             if texts.is_empty() {
                 return Err(anyhow!("{}: no persons in the train split", panel.display()).into());
             }
-            let tok = train_bpe(
+            let mut tok = train_bpe(
                 texts.iter().map(String::as_str),
                 *vocab_size,
                 &template.terminator,
                 *pre_tokenize,
             )
             .map_err(|e| anyhow!("training: {e}"))?;
+            if !*no_label_tokens {
+                let conts =
+                    crate::train::all_continuations(&template, text.switches(), &p.taxonomy)?;
+                add_label_tokens(&mut tok, &conts).map_err(|e| anyhow!("{e}"))?;
+            }
             let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;
             write_atomic(out, |w| Ok(w.write_all(json.as_bytes())?))?;
             println!(

@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Person, Split, SplitSpec};
-use labor_lm::train::{AdamW, OptimConfig, StepStats, epoch_order, eval_loss, train_step};
+use labor_lm::train::{AdamW, OptimConfig, StepStats, epoch_order, eval_losses, train_step};
 use labor_lm::{Llama, LoraConfig, weights};
 use labor_text::{Renderer, Switches, Template};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,19 @@ pub struct ModelSection {
     /// Pre-tokenization of the from-scratch tokenizer: `byte-level` or `segments`.
     #[serde(default)]
     pub pre_tokenize: labor_text::tokenize::PreTokenize,
+    /// Label-complete from-scratch tokenizer: every label's continuation (its title and its
+    /// numeric code, so every template switch is covered) is one token, whatever the corpus
+    /// holds; the BPE learns only the rest of the text. `false`: titles are BPE pieces.
+    #[serde(default = "yes")]
+    pub label_tokens: bool,
+    /// More panels whose training-split texts the from-scratch tokenizer also learns from (not
+    /// the model), e.g. the surveys when the base is pre-trained on a resume corpus.
+    #[serde(default)]
+    pub tokenizer_panels: Vec<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn vocab() -> usize {
@@ -170,6 +183,14 @@ pub struct TrainSection {
     /// optimizer, matrix products and attention in bf16).
     #[serde(default = "auto")]
     pub precision: String,
+    /// Which validation loss picks `best/`: `labels` (the mean loss of the label-continuation
+    /// tokens only: what scoring measures) or `all` (every token, header and years included).
+    #[serde(default = "labels")]
+    pub select: String,
+}
+
+fn labels() -> String {
+    "labels".into()
 }
 
 fn one_f() -> f64 {
@@ -225,6 +246,12 @@ struct State {
     optimizer_t: i64,
     best_val: Option<f64>,
     best_step: Option<usize>,
+    /// Training target tokens processed so far.
+    #[serde(default)]
+    tokens: u64,
+    /// Wall seconds of training so far (tokenizer and checkpoints included, over resumes).
+    #[serde(default)]
+    wall_s: f64,
 }
 
 struct Data {
@@ -303,7 +330,110 @@ fn tokenize(
     Ok((out, truncated))
 }
 
+/// Every label continuation a template can write for a taxonomy: titles and numeric codes.
+pub fn all_continuations(
+    template: &Template,
+    switches: Switches,
+    taxonomy: &labor_data::Taxonomy,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for codes in [false, true] {
+        let sw = Switches {
+            numeric_codes: codes,
+            ..switches
+        };
+        out.extend(
+            Renderer::new(template, sw, taxonomy)
+                .map_err(|e| anyhow!(e))?
+                .continuations(),
+        );
+    }
+    Ok(out)
+}
+
+/// The tokenizer of a from-scratch model: a BPE on the training texts of the run's panels and of
+/// `model.tokenizer_panels`, plus (by default) one token per label continuation.
+fn scratch_tokenizer(
+    c: &RunConfig,
+    panel: &Panel,
+    template: &Template,
+    renderer: &Renderer,
+    spec: &SplitSpec,
+) -> CmdResult<tokenizers::Tokenizer> {
+    let mut extra = Vec::new();
+    for p in &c.model.tokenizer_panels {
+        let input = PanelInput {
+            taxonomy: c.data.taxonomy.clone(),
+            add_unknown_labels: false,
+            from: None,
+            dataset: "career".into(),
+        };
+        extra.push(load_panel(p, &input)?.0);
+    }
+    let corpus: Vec<String> = std::iter::once(panel)
+        .chain(extra.iter())
+        .flat_map(|p| {
+            p.persons
+                .iter()
+                .filter(|x| x.split_or(spec) == Split::Train)
+                .map(|x| {
+                    let r = renderer.render(x, &p.taxonomy);
+                    if c.model.label_tokens {
+                        r.without_continuations()
+                    } else {
+                        r.text
+                    }
+                })
+        })
+        .collect();
+    eprintln!(
+        "training a {}-token {} BPE tokenizer on {} texts{}",
+        c.model.vocab_size,
+        c.model.pre_tokenize,
+        corpus.len(),
+        if c.model.label_tokens {
+            " (plus one token per label)"
+        } else {
+            ""
+        }
+    );
+    let mut tok = labor_text::tokenize::train_bpe(
+        corpus.iter().map(String::as_str),
+        c.model.vocab_size,
+        &template.terminator,
+        c.model.pre_tokenize,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    if c.model.label_tokens {
+        let conts = all_continuations(template, c.data.switches, &panel.taxonomy)?;
+        labor_text::tokenize::add_label_tokens(&mut tok, &conts).map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(tok)
+}
+
+/// Indices of the tokens of `r.text` that lie in a record's label continuation.
+fn label_token_indices(
+    tok: &tokenizers::Tokenizer,
+    r: &labor_text::Rendered,
+) -> anyhow::Result<Vec<usize>> {
+    let enc = tok
+        .encode(r.text.as_str(), false)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut out = Vec::new();
+    let mut spans = r.records.iter().map(|s| s.continuation).peekable();
+    for (k, &(start, _)) in enc.get_offsets().iter().enumerate() {
+        while spans.peek().is_some_and(|&[_, b]| start >= b) {
+            spans.next();
+        }
+        if spans.peek().is_some_and(|&[a, b]| start >= a && start < b) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(a: &TrainArgs) -> CmdResult {
+    let run_t0 = Instant::now();
     let (dir, config, resuming) = match (&a.resume, &a.config, &a.out) {
         (Some(dir), _, _) => {
             let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| {
@@ -395,10 +525,21 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             train_texts.len()
         );
     }
-    let valid_texts: Vec<String> = texts(&panel, &renderer, &spec, Split::Valid)
-        .into_iter()
+    let valid_rendered: Vec<labor_text::Rendered> = panel
+        .persons
+        .iter()
+        .filter(|p| p.split_or(&spec) == Split::Valid)
         .take(c.train.eval_texts)
+        .map(|p| renderer.render(p, &panel.taxonomy))
         .collect();
+    let valid_texts: Vec<String> = valid_rendered.iter().map(|r| r.text.clone()).collect();
+    let by_labels = match c.train.select.as_str() {
+        "labels" => true,
+        "all" => false,
+        s => {
+            return Err(anyhow!("train.select {s:?}: expected \"labels\" or \"all\"").into());
+        }
+    };
     if train_texts.is_empty() {
         return Err(anyhow!("the panels have no training-split persons").into());
     }
@@ -421,18 +562,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             json,
         )
     } else {
-        eprintln!(
-            "training a {}-token BPE tokenizer on {} texts",
-            c.model.vocab_size,
-            train_texts.len()
-        );
-        let tok = labor_text::tokenize::train_bpe(
-            train_texts.iter().map(String::as_str),
-            c.model.vocab_size,
-            &template.terminator,
-            c.model.pre_tokenize,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        let tok = scratch_tokenizer(&c, &panel, &template, &renderer, &spec)?;
         let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
         (tok, json)
     };
@@ -440,6 +570,10 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     let eos = tokenizer.token_to_id(labor_text::tokenize::EOS);
     let (train, truncated) = tokenize(&tokenizer, &train_texts, c.train.max_seq_len, eos)?;
     let (valid, _) = tokenize(&tokenizer, &valid_texts, c.train.max_seq_len, eos)?;
+    let valid_labels = valid_rendered
+        .iter()
+        .map(|r| label_token_indices(&tokenizer, r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let data = Data {
         train,
         valid,
@@ -501,11 +635,35 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     };
     model.set_bf16_compute(bf16);
-    let save_best = |to: &Path| -> anyhow::Result<()> {
+    let base_training: Option<serde_json::Value> = c.model.base.as_ref().and_then(|b| {
+        std::fs::read_to_string(b.join("training.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    });
+    let n_train_texts = data.train.len();
+    let save_best = |to: &Path, st: &State, trainable: usize| -> anyhow::Result<()> {
         match (&lora, &c.model.base) {
-            (Some(l), Some(base)) => crate::lm::save_adapter(to, &avs, l, base, &tok_json),
-            _ => save_model(to, &cfg, &weights::named(&vs), &tok_json, Kind::Float),
+            (Some(l), Some(base)) => crate::lm::save_adapter(to, &avs, l, base, &tok_json)?,
+            _ => save_model(to, &cfg, &weights::named(&vs), &tok_json, Kind::Float)?,
         }
+        // What this model was given, for reports (`labor eval` shows it per model).
+        let summary = serde_json::json!({
+            "kind": "lm",
+            "method": c.method.kind,
+            "parameters": cfg.n_params(),
+            "trainable_parameters": trainable,
+            "steps": st.step,
+            "epochs": (st.step * per_step) as f64 / n_train_texts.max(1) as f64,
+            "tokens": st.tokens,
+            "texts": n_train_texts,
+            "wall_s": st.wall_s,
+            "base": base_training,
+        });
+        std::fs::write(
+            to.join("training.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        Ok(())
     };
     // The trainable variables by name, in name order (the optimizer state is keyed by name).
     let mut names: Vec<(String, Tensor)> = train_vs
@@ -515,11 +673,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = AdamW::new(names);
+    let trainable = opt.n_params();
     let mut state = State {
         step: 0,
         optimizer_t: 0,
         best_val: None,
         best_step: None,
+        tokens: 0,
+        wall_s: 0.0,
     };
     if resuming {
         if let Some(ck) = latest_checkpoint(&dir)? {
@@ -567,6 +728,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     );
     pb.set_position(state.step as u64);
     let stop = a.stop_after.map_or(total, |n| (state.step + n).min(total));
+    let wall0 = state.wall_s;
     while state.step < stop {
         let s = state.step;
         let epoch = s / steps_per_epoch;
@@ -593,6 +755,8 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         };
         let tps = stats.tokens as f64 / t0.elapsed().as_secs_f64();
         state.step += 1;
+        state.tokens += stats.tokens.max(0) as u64;
+        state.wall_s = wall0 + run_t0.elapsed().as_secs_f64();
         state.optimizer_t = opt.t;
         let mut row = serde_json::json!({"step": stats.step, "epoch": state.step as f64 / steps_per_epoch as f64, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": stats.tokens, "tokens_per_s": tps});
         pb.set_position(state.step as u64);
@@ -602,16 +766,26 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         ));
         let last = state.step == total;
         if (state.step.is_multiple_of(c.train.eval_every) || last) && !data.valid.is_empty() {
-            let v = eval_loss(&model, &data.valid, c.train.batch_size, device);
-            row["val_loss"] = v.into();
+            let (all, lab) = eval_losses(
+                &model,
+                &data.valid,
+                Some(&valid_labels),
+                c.train.batch_size,
+                device,
+            );
+            row["val_loss"] = all.into();
+            row["val_label_loss"] = lab.into();
+            let v = if by_labels { lab.unwrap_or(all) } else { all };
             if state.best_val.is_none_or(|b| v < b) {
                 state.best_val = Some(v);
                 state.best_step = Some(state.step);
-                save_best(&dir.join("best"))?;
+                save_best(&dir.join("best"), &state, trainable)?;
             }
             let line = format!(
-                "step {}: validation loss {v:.4} (best {:.4} at step {})",
+                "step {}: validation loss {all:.4}, on label tokens {:.4}; best {} {:.4} at step {}",
                 state.step,
+                lab.unwrap_or(f64::NAN),
+                if by_labels { "(labels)" } else { "(all)" },
                 state.best_val.unwrap_or(v),
                 state.best_step.unwrap_or(0)
             );
@@ -625,9 +799,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     }
     pb.finish_and_clear();
     if state.step == total {
-        save_best(&dir.join("final"))?;
+        save_best(&dir.join("final"), &state, trainable)?;
         if data.valid.is_empty() {
-            save_best(&dir.join("best"))?;
+            save_best(&dir.join("best"), &state, trainable)?;
         }
         println!(
             "{}: {total} steps done; best validation loss {} at step {}; best model: {}",

@@ -243,16 +243,68 @@ pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i
 
 /// Mean next-token loss over `seqs` (no gradients, no dropout), in batches of `batch`.
 pub fn eval_loss(model: &Llama, seqs: &[Vec<i64>], batch: usize, device: Device) -> f64 {
+    eval_losses(model, seqs, None, batch, device).0
+}
+
+/// Mean next-token loss over every target of `seqs`, and, when `label_targets` is given (for
+/// each sequence, the indices `j` whose token `seqs[i][j]` belongs to a label continuation), the
+/// mean loss over those targets only: the validation measure closest to what the model is scored
+/// on. One forward pass per batch serves both.
+pub fn eval_losses(
+    model: &Llama,
+    seqs: &[Vec<i64>],
+    label_targets: Option<&[Vec<usize>]>,
+    batch: usize,
+    device: Device,
+) -> (f64, Option<f64>) {
     model.set_training(false);
     tch::no_grad(|| {
         let (mut sum, mut n) = (0.0, 0i64);
-        for chunk in seqs.chunks(batch.max(1)) {
-            let refs: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
-            let (l, k) = lm_loss_sum(model, &refs, device);
-            sum += l.double_value(&[]);
-            n += k;
+        let (mut lsum, mut ln) = (0.0, 0usize);
+        let b = batch.max(1);
+        for (ci, chunk) in seqs.chunks(b).enumerate() {
+            let t = chunk.iter().map(Vec::len).max().unwrap_or(0).max(2);
+            let mut ids = vec![0i64; chunk.len() * t];
+            let mut targets = vec![-100i64; chunk.len() * t];
+            for (i, s) in chunk.iter().enumerate() {
+                ids[i * t..i * t + s.len()].copy_from_slice(s);
+                for j in 0..s.len().saturating_sub(1) {
+                    targets[i * t + j] = s[j + 1];
+                    n += 1;
+                }
+            }
+            let x = Tensor::from_slice(&ids)
+                .view([chunk.len() as i64, t as i64])
+                .to_device(device);
+            let tg = Tensor::from_slice(&targets).to_device(device);
+            let logits = model.forward(&x).to_kind(tch::Kind::Float);
+            let v = logits.size()[2];
+            let per = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+                &tg,
+                None,
+                tch::Reduction::None,
+                -100,
+                0.0,
+            );
+            sum += per.sum(tch::Kind::Double).double_value(&[]);
+            if let Some(lt) = label_targets {
+                let per: Vec<f32> =
+                    Vec::<f32>::try_from(per.to_device(Device::Cpu)).expect("f32 losses");
+                for (i, _) in chunk.iter().enumerate() {
+                    for &j in &lt[ci * b + i] {
+                        // Token j is the target of position j - 1.
+                        if j >= 1 && j < chunk[i].len() {
+                            lsum += per[i * t + j - 1] as f64;
+                            ln += 1;
+                        }
+                    }
+                }
+            }
         }
-        sum / n.max(1) as f64
+        (
+            sum / n.max(1) as f64,
+            label_targets.map(|_| lsum / ln.max(1) as f64),
+        )
     })
 }
 

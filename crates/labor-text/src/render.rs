@@ -26,6 +26,24 @@ pub struct Rendered {
     pub records: Vec<RecordSpan>,
 }
 
+impl Rendered {
+    /// The text with every record's continuation `" " + title + "\n"` replaced by its `"\n"`:
+    /// what a tokenizer with one token per label (see `tokenize::add_label_tokens`) learns its
+    /// other pieces from, so no vocabulary is spent on titles.
+    pub fn without_continuations(&self) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        let mut at = 0;
+        for r in &self.records {
+            let [a, b] = r.continuation;
+            out.push_str(&self.text[at..a]);
+            out.push('\n');
+            at = b;
+        }
+        out.push_str(&self.text[at..]);
+        out
+    }
+}
+
 /// The fixed numeric code of a label for the `numeric_codes` switch: 1000 + its id (special
 /// states 1000, 1001, 1002; occupations from 1003 in taxonomy order).
 pub fn numeric_code(id: LabelId) -> String {

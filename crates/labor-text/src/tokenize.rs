@@ -104,6 +104,49 @@ pub fn train_bpe<'a>(
     Ok(tok)
 }
 
+/// Makes every label continuation (`" " + title + "\n"`, as the renderer writes it) one token
+/// of `tok`, whatever corpus the tokenizer was trained on: each becomes an added token matched
+/// on the raw text before pre-tokenization (longest match first, so `" Managers\n"` and
+/// `" Managers, all other\n"` stay distinct). Continuations that already are one token are
+/// left alone. Returns how many tokens were added.
+///
+/// The label-complete tokenizer of a from-scratch model: a record's continuation is then a
+/// single, fixed token, the label trie has no inner nodes, and rare labels (or labels the
+/// corpus never shows, such as non-work states in a resume corpus) cost no more than common
+/// ones.
+pub fn add_label_tokens(tok: &mut Tokenizer, continuations: &[String]) -> Result<usize, Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut add = Vec::new();
+    for c in continuations {
+        if !seen.insert(c.as_str()) {
+            continue;
+        }
+        if c.is_empty() {
+            return Err("an empty label continuation cannot be a token".into());
+        }
+        if ids(tok, c)?.len() == 1 {
+            continue;
+        }
+        add.push(AddedToken::from(c.clone(), false).normalized(false));
+    }
+    tok.add_tokens(add)
+}
+
+/// Token counts of label continuations under `tok`: (largest, mean).
+pub fn continuation_lengths(
+    tok: &Tokenizer,
+    continuations: &[String],
+) -> Result<(usize, f64), Error> {
+    let mut max = 0;
+    let mut sum = 0usize;
+    for c in continuations {
+        let n = ids(tok, c)?.len();
+        max = max.max(n);
+        sum += n;
+    }
+    Ok((max, sum as f64 / continuations.len().max(1) as f64))
+}
+
 /// A label whose continuation does not align with the tokenization of a context.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Misalignment {
