@@ -187,6 +187,10 @@ pub struct TrainSection {
     /// tokens only: what scoring measures) or `all` (every token, header and years included).
     #[serde(default = "labels")]
     pub select: String,
+    /// Residual dropout while training (embeddings and every block's output); 0: none. A
+    /// regularizer for small surveys: scoring never drops anything.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 fn labels() -> String {
@@ -635,6 +639,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     };
     model.set_bf16_compute(bf16);
+    if !(0.0..1.0).contains(&c.train.dropout) {
+        return Err(anyhow!(
+            "train.dropout = {}: expected a probability in [0, 1)",
+            c.train.dropout
+        )
+        .into());
+    }
+    model.set_dropout(c.train.dropout);
     let base_training: Option<serde_json::Value> = c.model.base.as_ref().and_then(|b| {
         std::fs::read_to_string(b.join("training.json"))
             .ok()

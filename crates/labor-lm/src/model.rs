@@ -39,6 +39,8 @@ pub struct Lora {
 pub struct Mode {
     training: AtomicBool,
     bf16: AtomicBool,
+    /// Residual dropout probability while training (f64 bits); 0 by default.
+    dropout: std::sync::atomic::AtomicU64,
 }
 
 /// LoRA settings (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
@@ -584,9 +586,29 @@ impl Llama {
         }
     }
 
-    /// Training mode switches LoRA dropout on (the base model has no dropout).
+    /// Training mode switches LoRA dropout on, and the residual dropout of
+    /// [`Llama::set_dropout`] (the base model has none unless asked).
     pub fn set_training(&self, on: bool) {
         self.mode.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Residual dropout while training: on the token embeddings and on the output of every
+    /// attention and MLP block before it joins the residual stream (as in GPT-2). A training
+    /// regularizer only: evaluation and scoring never drop anything, so the model computes
+    /// exactly what Hugging Face's Llama computes.
+    pub fn set_dropout(&self, p: f64) {
+        self.mode
+            .dropout
+            .store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    fn drop(&self, x: Tensor) -> Tensor {
+        let p = f64::from_bits(self.mode.dropout.load(Ordering::Relaxed));
+        if p > 0.0 && self.mode.training.load(Ordering::Relaxed) {
+            x.dropout(p, true)
+        } else {
+            x
+        }
     }
 
     /// Mixed precision: f32 weights (and optimizer) with matrix products and attention in bf16.
@@ -704,7 +726,7 @@ impl Llama {
         cache: Option<&mut KvCache>,
         mask: Mask,
     ) -> Tensor {
-        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let mut x = self.drop(Tensor::embedding(&self.embed_tokens, ids, -1, false, false));
         let (cos, sin) = self.rope(positions, self.compute_kind());
         let mut fresh = Vec::with_capacity(self.layers.len());
         let past = cache.as_ref().map(|c| &c.layers);
@@ -715,11 +737,13 @@ impl Llama {
                     .self_attn
                     .forward(&layer.input_layernorm.forward(&x), &cos, &sin, p, &mask);
             // Not `+=`: the old `x` is saved for the backward pass.
-            x = &x + a;
+            x = &x + self.drop(a);
             x = &x
-                + layer
-                    .mlp
-                    .forward(&layer.post_attention_layernorm.forward(&x));
+                + self.drop(
+                    layer
+                        .mlp
+                        .forward(&layer.post_attention_layernorm.forward(&x)),
+                );
             fresh.push(kv);
         }
         if let Some(c) = cache
