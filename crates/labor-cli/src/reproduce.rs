@@ -128,6 +128,10 @@ pub struct LmSpec {
     /// Extra `labor score` arguments for language models (e.g. `--mem-mib 2048`).
     #[serde(default)]
     pub score_args: Vec<String>,
+    /// Fine-tuning also replays the pre-training worlds' texts (mixed into every epoch), so a
+    /// small survey does not wash out what the base learned. Only with a from-scratch base.
+    #[serde(default)]
+    pub replay: bool,
 }
 
 fn yes() -> bool {
@@ -384,7 +388,11 @@ fn run_toml(
             .ok_or_else(|| anyhow!("[lm.finetune.model] must be a table"))?
             .insert("base".into(), toml::Value::String(b.into()));
     }
-    let mut data = toml::Table::new();
+    let mut data = match t.remove("data") {
+        Some(toml::Value::Table(d)) => d,
+        Some(_) => return Err(anyhow!("a `data` section must be a table")),
+        None => toml::Table::new(),
+    };
     data.insert(
         "panels".into(),
         toml::Value::Array(
@@ -586,8 +594,27 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                         "[lm.pretrain] needs a world with role = \"pretrain\""
                     ));
                 }
+                // The tokenizer learns from the pooled corpus: the resumes and the surveys'
+                // training texts (the model trains on the resumes only).
+                let mut sections = sections.clone();
+                let m = sections
+                    .entry("model")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| anyhow!("[lm.pretrain.model] must be a table"))?;
+                if !m.contains_key("tokenizer_panels") {
+                    m.insert(
+                        "tokenizer_panels".into(),
+                        toml::Value::Array(
+                            surveys
+                                .iter()
+                                .map(|w| toml::Value::String(panel(w)))
+                                .collect(),
+                        ),
+                    );
+                }
                 let cfg = run_toml(
-                    sections,
+                    &sections,
                     None,
                     &pretrain.iter().map(|w| panel(w)).collect::<Vec<_>>(),
                     p,
@@ -604,7 +631,11 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                         "--out",
                         "runs/lm-base",
                     ]),
-                    deps: pretrain.iter().map(|w| format!("world-{w}")).collect(),
+                    deps: pretrain
+                        .iter()
+                        .chain(surveys.iter())
+                        .map(|w| format!("world-{w}"))
+                        .collect(),
                     run_dir: Some("runs/lm-base".into()),
                     files: vec![("runs/lm-base.toml".into(), cfg)],
                 });
@@ -681,11 +712,34 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             members.push(name);
             ablations.push((a.name.clone(), members));
         }
+        if lm.replay && (lm.base.is_some() || pretrain.is_empty()) {
+            return Err(anyhow!(
+                "[lm] replay = true replays the pre-training worlds: it needs a from-scratch \
+                 base ([lm.pretrain]) and a world with role = \"pretrain\""
+            ));
+        }
         for v in &variants {
             let tag = &v.run;
             let run = format!("runs/{tag}");
+            let mut sections = lm.finetune.clone();
+            if lm.replay {
+                let d = sections
+                    .entry("data")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| anyhow!("[lm.finetune.data] must be a table"))?;
+                d.insert(
+                    "replay".into(),
+                    toml::Value::Array(
+                        pretrain
+                            .iter()
+                            .map(|w| toml::Value::String(panel(w)))
+                            .collect(),
+                    ),
+                );
+            }
             let cfg = run_toml(
-                &lm.finetune,
+                &sections,
                 base.as_deref(),
                 &v.train_on.iter().map(|w| panel(w)).collect::<Vec<_>>(),
                 p,
@@ -695,6 +749,9 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             let stage = format!("train-{tag}");
             let mut deps = base_dep_v.clone();
             deps.extend(v.train_on.iter().map(|w| format!("world-{w}")));
+            if lm.replay {
+                deps.extend(pretrain.iter().map(|w| format!("world-{w}")));
+            }
             stages.push(Stage {
                 name: stage.clone(),
                 what: format!("fine-tune {} on {}", v.name, v.train_on.join("+")),

@@ -101,6 +101,10 @@ pub struct DataSection {
     /// subsets of larger ones. Validation and test persons are unaffected.
     #[serde(default = "one_f")]
     pub train_fraction: f64,
+    /// Panels whose training-split texts are mixed into the training set (never validated on):
+    /// replaying the pre-training corpus while fine-tuning on a small survey.
+    #[serde(default)]
+    pub replay: Vec<PathBuf>,
 }
 
 fn template() -> String {
@@ -527,6 +531,30 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             "data.train_fraction = {}: training on {} of {n} training persons",
             c.data.train_fraction,
             train_texts.len()
+        );
+    }
+    if !c.data.replay.is_empty() {
+        let input = PanelInput {
+            taxonomy: c.data.taxonomy.clone(),
+            add_unknown_labels: false,
+            from: None,
+            dataset: "career".into(),
+        };
+        let mut n = 0;
+        for path in &c.data.replay {
+            let (rp, _) = load_panel(path, &input)?;
+            let more = texts(&rp, &renderer, &spec, Split::Train);
+            n += more.len();
+            train_texts.extend(more);
+        }
+        eprintln!(
+            "data.replay: {n} training texts of {} mixed into the training set",
+            c.data
+                .replay
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let valid_rendered: Vec<labor_text::Rendered> = panel

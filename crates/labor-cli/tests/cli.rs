@@ -1418,6 +1418,7 @@ models = ["markov1"]
 [lm]
 untuned = true
 icl = []
+replay = true
 [lm.pretrain.model]
 vocab_size = 600
 [lm.pretrain.model.scratch]
@@ -1523,6 +1524,28 @@ fn reproduce_caches_stages_and_resumes_after_a_kill_during_training() {
     }
     let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
     assert!(html.contains("Ablation: codes") && html.contains("Preset"));
+    // The base's tokenizer learned from the survey too and has one token per label; the
+    // fine-tuning replays the resumes; every saved model says what it was given.
+    let cfg = |run: &str| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(out.join(run).join("config.toml")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        cfg("runs/lm-base")["model"]["tokenizer_panels"],
+        toml::Value::Array(vec!["worlds/nlsy79/panel.parquet".into()])
+    );
+    assert_eq!(
+        cfg("runs/lm-ft")["data"]["replay"],
+        toml::Value::Array(vec!["worlds/resumes/panel.parquet".into()])
+    );
+    let tok = std::fs::read_to_string(out.join("runs/lm-base/tokenizer.json")).unwrap();
+    assert!(tok.contains("\" Not in labor force\\n\""), "no label token");
+    let tj: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("runs/lm-ft/best/training.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(tj["tokens"].as_u64().unwrap() > 0, "{tj}");
+    assert_eq!(tj["base"]["steps"], 40, "{tj}");
     // A third run does nothing but evaluate.
     let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
     let (so, _) = text(&o);

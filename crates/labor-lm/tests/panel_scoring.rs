@@ -34,33 +34,60 @@ fn random_model(vocab: usize) -> (nn::VarStore, Llama) {
     (vs, model)
 }
 
-/// Every person's text and a 600-token BPE trained on them.
+/// Every person's text and a 600-token BPE trained on them; with `label_tokens`, the
+/// label-complete tokenizer of from-scratch models (a BPE on the texts without their
+/// continuations, plus one token per label continuation).
 fn texts_and_tokenizer(
     panel: &Panel,
     template: &Template,
     renderer: &Renderer,
+    label_tokens: bool,
 ) -> (Vec<String>, tokenizers::Tokenizer) {
-    let texts: Vec<String> = panel
+    let rendered: Vec<_> = panel
         .persons
         .iter()
-        .map(|p| renderer.render(p, &panel.taxonomy).text)
+        .map(|p| renderer.render(p, &panel.taxonomy))
         .collect();
-    let tok = labor_text::tokenize::train_bpe(
-        texts.iter().map(String::as_str),
+    let corpus: Vec<String> = rendered
+        .iter()
+        .map(|r| {
+            if label_tokens {
+                r.without_continuations()
+            } else {
+                r.text.clone()
+            }
+        })
+        .collect();
+    let mut tok = labor_text::tokenize::train_bpe(
+        corpus.iter().map(String::as_str),
         600,
         &template.terminator,
         labor_text::tokenize::PreTokenize::ByteLevel,
     )
     .unwrap();
-    (texts, tok)
+    if label_tokens {
+        labor_text::tokenize::add_label_tokens(&mut tok, &renderer.continuations()).unwrap();
+    }
+    (rendered.into_iter().map(|r| r.text).collect(), tok)
 }
 
 #[test]
 fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
+    trie_equals_naive(false);
+}
+
+/// With one token per label the trie has no inner nodes: every label is read from the context's
+/// own next-token distribution, and must still equal the naive loop.
+#[test]
+fn label_token_scores_equal_naive_scores_for_every_label_and_record() {
+    trie_equals_naive(true);
+}
+
+fn trie_equals_naive(label_tokens: bool) {
     let panel = small_panel();
     let template = Template::labor_v1();
     let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
-    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer);
+    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer, label_tokens);
     let (_vs, model) = random_model(tok.get_vocab_size(true));
     let mut lm = LmPredictor::new(
         "lm",
@@ -73,6 +100,10 @@ fn trie_equals_naive_for_every_label_and_record_of_a_small_panel() {
     )
     .unwrap();
     let conts = lm.continuations().to_vec();
+    if label_tokens {
+        assert!(conts.iter().all(|c| c.len() == 1));
+        assert_eq!(LabelTrie::new(&conts).unwrap().n_nodes(), 0);
+    }
     let naive = Scorer::new(
         &model,
         LabelTrie::new(&conts).unwrap(),
@@ -143,7 +174,7 @@ fn in_context_examples_exclude_the_person_and_fit_the_window() {
     let panel = small_panel();
     let template = Template::labor_v1();
     let renderer = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
-    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer);
+    let (texts, tok) = texts_and_tokenizer(&panel, &template, &renderer, false);
     let pool: Vec<_> = panel
         .persons
         .iter()
