@@ -298,7 +298,8 @@ pub fn write_report(r: &Report, p: &Provenance, out: &Path) -> anyhow::Result<()
     std::fs::create_dir_all(out.join("tables"))
         .with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::create_dir_all(out.join("plots"))?;
-    for t in std::iter::once(&r.headline)
+    for t in [&r.headline, &r.model_table]
+        .into_iter()
         .chain(&r.tables)
         .chain(&r.data_tables)
     {
@@ -306,7 +307,7 @@ pub fn write_report(r: &Report, p: &Provenance, out: &Path) -> anyhow::Result<()
             Ok(std::io::Write::write_all(w, t.to_csv().as_bytes())?)
         })?;
     }
-    for pl in &r.plots {
+    for pl in r.headline_plots.iter().chain(&r.plots) {
         write_atomic(&out.join("plots").join(format!("{}.svg", pl.name)), |w| {
             Ok(std::io::Write::write_all(w, pl.svg.as_bytes())?)
         })?;

@@ -696,7 +696,8 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
 
 /// What a predictions file records about where it came from (its Parquet key-value metadata,
 /// shown by `labor eval`'s report): the program version, the command line, and the model
-/// directory's small description files.
+/// directory's small description files (`training.json`, written by `labor train`, gives the
+/// report's models table its parameters, tokens, epochs and wall time).
 pub fn provenance(model_dir: &Path) -> Vec<(String, String)> {
     let mut out = vec![
         (
@@ -712,6 +713,7 @@ pub fn provenance(model_dir: &Path) -> Vec<(String, String)> {
     for f in [
         "kind",
         "fit.json",
+        "training.json",
         "config.json",
         "config.toml",
         "adapter_config.json",

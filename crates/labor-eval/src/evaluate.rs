@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use labor_data::predictions::PredictionRow;
 use labor_data::taxonomy::SPECIAL_LABELS;
 
-use crate::plot::{self, Series};
+use crate::models::models_table;
+use crate::plot::{self, IntervalPlot, IntervalRow, Mark, Series};
 use crate::stats::{self, interval95, resample_counts};
 use crate::table::{Table, num, with_ci};
 
@@ -96,10 +97,16 @@ pub struct ModelInfo {
     pub metadata: Vec<(String, String)>,
 }
 
-/// A complete evaluation: the headline table, every other table, plots and notes.
+/// A complete evaluation: the headline plots and table, the models table, every other table,
+/// plots and notes.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Per dataset, each model's perplexity ratio to the oracle (or, without an oracle, its
+    /// perplexity) with its interval, on a log axis: the first thing a reader sees.
+    pub headline_plots: Vec<Plot>,
     pub headline: Table,
+    /// What each model was given (parameters, training data, epochs, wall time).
+    pub model_table: Table,
     /// Tables for CSV export and display (see [`Report::display`]).
     pub tables: Vec<Table>,
     /// Tables written as CSV only (long formats behind the plots).
@@ -246,6 +253,8 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
         ),
         None => None,
     };
+    // One colour per model, the same in every plot.
+    let colors = plot::model_colors(inp.models.iter().map(|m| m.name.as_str()), inp.oracle);
     let mut datasets: Vec<&str> = inp
         .models
         .iter()
@@ -352,6 +361,7 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
     );
     let mut headline_cells: BTreeMap<(usize, usize), String> = BTreeMap::new();
     let mut plots = Vec::new();
+    let mut headline_plots = Vec::new();
 
     for (di, ds) in datasets.iter().enumerate() {
         // Persons of this dataset (union over models), and each model's rows in it.
@@ -394,7 +404,7 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
             })
             .collect();
         let mut rel_series: [Vec<Series>; 2] = [Vec::new(), Vec::new()];
-        let mut dots = Vec::new();
+        let (mut ppl_rows, mut ratio_rows) = (Vec::new(), Vec::new());
         for (mi, m) in inp.models.iter().enumerate() {
             let rs = &refs[mi];
             if rs.is_empty() {
@@ -514,8 +524,18 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
             };
             headline_cells.insert((mi, 2 * di), cell(pa, ratio[0].0));
             headline_cells.insert((mi, 2 * di + 1), cell(pt2, ratio[1].0));
-            if let Some(p) = pt2 {
-                dots.push((m.name.clone(), p, ct));
+            let mark = |value: Option<f64>, ci| value.map(|value| Mark { value, ci });
+            ppl_rows.push(IntervalRow {
+                name: m.name.clone(),
+                color: colors[&m.name],
+                marks: vec![mark(pt2, ct), mark(pa, ca)],
+            });
+            if ratio[0].0.is_some() || ratio[1].0.is_some() {
+                ratio_rows.push(IntervalRow {
+                    name: m.name.clone(),
+                    color: colors[&m.name],
+                    marks: vec![mark(ratio[1].0, ratio[1].1), mark(ratio[0].0, ratio[0].1)],
+                });
             }
 
             // Sub-tasks.
@@ -572,6 +592,7 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
                 }
                 rel_series[ti].push(Series {
                     name: m.name.clone(),
+                    color: colors[&m.name],
                     points: bins.iter().map(|b| (b.mean_pred, b.observed)).collect(),
                 });
             }
@@ -608,11 +629,45 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
                 ]);
             }
         }
-        plots.push(Plot {
+        let marks = vec!["t ≥ 2".to_string(), "all records".to_string()];
+        let ppl_plot = Plot {
             name: format!("perplexity_{ds}"),
-            title: format!("{ds}: perplexity on transitions (t ≥ 2), 95% interval"),
-            svg: plot::dots(&format!("{ds}: perplexity, t ≥ 2"), &dots),
-        });
+            title: format!(
+                "{ds}: perplexity (normalized) on transitions (t ≥ 2) and on all records, 95% \
+                 interval, log scale"
+            ),
+            svg: plot::intervals(&IntervalPlot {
+                title: format!("{ds}: perplexity"),
+                x_label: "perplexity (normalized; log scale)".into(),
+                marks: marks.clone(),
+                rows: ppl_rows,
+                log: true,
+                reference: None,
+                suffix: String::new(),
+            }),
+        };
+        // The headline plot: ratios to the oracle where there is one, else perplexities.
+        if ratio_rows.is_empty() {
+            headline_plots.push(ppl_plot);
+        } else {
+            headline_plots.push(Plot {
+                name: format!("ratio_{ds}"),
+                title: format!(
+                    "{ds}: each model's perplexity ÷ the oracle's on the same records \
+                     (normalized; 1× is the best possible), 95% interval, log scale"
+                ),
+                svg: plot::intervals(&IntervalPlot {
+                    title: format!("{ds}: perplexity ÷ oracle's"),
+                    x_label: "ratio to the oracle's perplexity (log scale)".into(),
+                    marks,
+                    rows: ratio_rows,
+                    log: true,
+                    reference: Some((1.0, "oracle = 1×".into())),
+                    suffix: "×".into(),
+                }),
+            });
+            plots.push(ppl_plot);
+        }
         for (ti, (task, label)) in [("move", "P(move)"), ("in_lf", "P(in labor force)")]
             .into_iter()
             .enumerate()
@@ -676,6 +731,13 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
                 .into(),
         );
     }
+    let model_table = models_table(
+        &inp.models
+            .iter()
+            .map(|m| (m.name.as_str(), m.metadata.as_slice()))
+            .collect::<Vec<_>>(),
+        inp.oracle,
+    );
     let models = inp
         .models
         .iter()
@@ -687,7 +749,9 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
         })
         .collect();
     Ok(Report {
+        headline_plots,
         headline,
+        model_table,
         tables,
         data_tables,
         plots,
@@ -747,6 +811,7 @@ fn calibration(
 ) -> Cal {
     let fams = families();
     let opt = inp.options;
+    let colors = plot::model_colors(inp.models.iter().map(|m| m.name.as_str()), inp.oracle);
     // The class set is the one every model supports: all outcome classes when every model
     // came with full distributions, otherwise "stay" alone.
     let full = inp
@@ -930,6 +995,7 @@ fn calibration(
             if f.len() == 1 {
                 scatter[f[0]].push(Series {
                     name: m.name.clone(),
+                    color: colors[&m.name],
                     points: pts,
                 });
             }

@@ -1,7 +1,11 @@
 //! Rendering a [`Report`] as Markdown and as one self-contained HTML page (inline CSS and
 //! SVG, no scripts, no external resources), so it opens from disk in any browser.
+//!
+//! Order: the headline plots (ratio to the oracle, log axis), the headline table, the models
+//! table (what each model was given), the detail tables, notes, the other plots, and each
+//! model's provenance.
 
-use crate::evaluate::Report;
+use crate::evaluate::{Plot, Report};
 use crate::table::{Table, html_escape};
 
 /// Where a report came from, shown at its top.
@@ -16,9 +20,10 @@ pub struct Provenance {
     pub sections: Vec<(String, String)>,
 }
 
-/// Every table a reader sees, in order (the headline first).
+/// Every table a reader sees, in order (the headline first, then the models table).
 pub fn display_tables(r: &Report) -> Vec<&Table> {
-    std::iter::once(&r.headline)
+    [&r.headline, &r.model_table]
+        .into_iter()
         .chain(r.tables.iter())
         .collect()
 }
@@ -26,6 +31,9 @@ pub fn display_tables(r: &Report) -> Vec<&Table> {
 pub fn markdown(r: &Report, p: &Provenance) -> String {
     let mut out = format!("# {}\n\n", p.title);
     out += &format!("Produced by {} with `{}`.\n\n", p.version, p.command);
+    for pl in &r.headline_plots {
+        out += &format!("![{}](plots/{}.svg)\n\n", pl.title, pl.name);
+    }
     for t in display_tables(r) {
         out += &t.to_markdown();
         out += "\n";
@@ -41,7 +49,7 @@ pub fn markdown(r: &Report, p: &Provenance) -> String {
     for pl in &r.plots {
         out += &format!("- [{}](plots/{}.svg)\n", pl.title, pl.name);
     }
-    out += "\n## Models\n\n";
+    out += "\n## Model provenance\n\n";
     for m in &r.models {
         out += &format!("- **{}**: {} rows from `{}`\n", m.name, m.rows, m.source);
     }
@@ -56,7 +64,25 @@ table.t th{background:#f3f3f3}table.t td:first-child,table.t td:nth-child(2){tex
 .caption{color:#555;font-size:.9em;max-width:70em}.plots{display:flex;flex-wrap:wrap;gap:1em}\
 figure{margin:0;border:1px solid #ddd;padding:.5em}figcaption{font-size:.85em;color:#555}\
 pre{background:#f7f7f7;padding:.7em;overflow:auto;font-size:.8em;max-height:30em}\
-details{margin:.4em 0}";
+details{margin:.4em 0}figure.headline{display:inline-block;margin:.5em 0 1em}\
+table.t[data-name=models] td:nth-child(3),table.t[data-name=models] td:nth-child(6),\
+table.t[data-name=models] td:nth-child(7),table.t[data-name=models] td:nth-child(10)\
+{white-space:nowrap}";
+
+/// An SVG plot as an inline figure (minus any XML declaration).
+fn figure(pl: &Plot, class: &str) -> String {
+    let svg = pl.svg.trim_start_matches(|c| c != '<');
+    let svg = match svg.strip_prefix("<?xml") {
+        Some(rest) => &rest[rest.find("?>").map_or(0, |i| i + 2)..],
+        None => svg,
+    };
+    format!(
+        "<figure id=\"plot-{}\"{class}>{}<figcaption>{}</figcaption></figure>\n",
+        html_escape(&pl.name),
+        svg,
+        html_escape(&pl.title)
+    )
+}
 
 pub fn html(r: &Report, p: &Provenance) -> String {
     let mut out = format!(
@@ -69,7 +95,11 @@ pub fn html(r: &Report, p: &Provenance) -> String {
         html_escape(&p.command)
     );
     out += "<h2>Headline</h2>\n";
+    for pl in &r.headline_plots {
+        out += &figure(pl, " class=\"headline\"");
+    }
     out += &r.headline.to_html();
+    out += &r.model_table.to_html();
     out += "<h2>Tables</h2>\n";
     for t in &r.tables {
         out += &t.to_html();
@@ -83,20 +113,9 @@ pub fn html(r: &Report, p: &Provenance) -> String {
     }
     out += "<h2>Plots</h2>\n<div class=\"plots\">\n";
     for pl in &r.plots {
-        // The SVG goes in as markup (inline), minus any XML declaration.
-        let svg = pl.svg.trim_start_matches(|c| c != '<');
-        let svg = match svg.strip_prefix("<?xml") {
-            Some(rest) => &rest[rest.find("?>").map_or(0, |i| i + 2)..],
-            None => svg,
-        };
-        out += &format!(
-            "<figure id=\"plot-{}\">{}<figcaption>{}</figcaption></figure>\n",
-            html_escape(&pl.name),
-            svg,
-            html_escape(&pl.title)
-        );
+        out += &figure(pl, "");
     }
-    out += "</div>\n<h2>Models</h2>\n";
+    out += "</div>\n<h2>Model provenance</h2>\n";
     for m in &r.models {
         out += &format!(
             "<details><summary><b>{}</b>: {} rows from <code>{}</code></summary>\n",
