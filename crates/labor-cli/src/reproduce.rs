@@ -443,6 +443,24 @@ struct Plan {
     ablations: Vec<(String, Vec<String>)>,
 }
 
+/// The table `[key]` of preset sections, created when absent.
+fn subtable<'a>(t: &'a mut toml::Table, key: &str) -> anyhow::Result<&'a mut toml::Table> {
+    t.entry(key)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("a `{key}` section must be a table"))
+}
+
+/// The panel paths of worlds, as a TOML array.
+fn panel_list(worlds: &[&String]) -> toml::Value {
+    toml::Value::Array(
+        worlds
+            .iter()
+            .map(|w| toml::Value::String(format!("worlds/{w}/panel.parquet")))
+            .collect(),
+    )
+}
+
 fn plan(p: &Preset) -> anyhow::Result<Plan> {
     let mut stages = Vec::new();
     let (mut preds, mut full) = (Vec::new(), Vec::new());
@@ -597,21 +615,9 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 // The tokenizer learns from the pooled corpus: the resumes and the surveys'
                 // training texts (the model trains on the resumes only).
                 let mut sections = sections.clone();
-                let m = sections
-                    .entry("model")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| anyhow!("[lm.pretrain.model] must be a table"))?;
+                let m = subtable(&mut sections, "model")?;
                 if !m.contains_key("tokenizer_panels") {
-                    m.insert(
-                        "tokenizer_panels".into(),
-                        toml::Value::Array(
-                            surveys
-                                .iter()
-                                .map(|w| toml::Value::String(panel(w)))
-                                .collect(),
-                        ),
-                    );
+                    m.insert("tokenizer_panels".into(), panel_list(&surveys));
                 }
                 let cfg = run_toml(
                     &sections,
@@ -723,20 +729,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             let run = format!("runs/{tag}");
             let mut sections = lm.finetune.clone();
             if lm.replay {
-                let d = sections
-                    .entry("data")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| anyhow!("[lm.finetune.data] must be a table"))?;
-                d.insert(
-                    "replay".into(),
-                    toml::Value::Array(
-                        pretrain
-                            .iter()
-                            .map(|w| toml::Value::String(panel(w)))
-                            .collect(),
-                    ),
-                );
+                subtable(&mut sections, "data")?.insert("replay".into(), panel_list(&pretrain));
             }
             let cfg = run_toml(
                 &sections,

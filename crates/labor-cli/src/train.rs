@@ -268,13 +268,18 @@ struct Data {
     truncated: usize,
 }
 
-fn load_panels(c: &RunConfig) -> CmdResult<Panel> {
-    let input = PanelInput {
+/// How the run's panels are read: the run's taxonomy, nothing added.
+fn panel_input(c: &RunConfig) -> PanelInput {
+    PanelInput {
         taxonomy: c.data.taxonomy.clone(),
         add_unknown_labels: false,
         from: None,
         dataset: "career".into(),
-    };
+    }
+}
+
+fn load_panels(c: &RunConfig) -> CmdResult<Panel> {
+    let input = panel_input(c);
     let mut pooled: Option<Panel> = None;
     for p in &c.data.panels {
         let (panel, _) = load_panel(p, &input)?;
@@ -370,12 +375,7 @@ fn scratch_tokenizer(
 ) -> CmdResult<tokenizers::Tokenizer> {
     let mut extra = Vec::new();
     for p in &c.model.tokenizer_panels {
-        let input = PanelInput {
-            taxonomy: c.data.taxonomy.clone(),
-            add_unknown_labels: false,
-            from: None,
-            dataset: "career".into(),
-        };
+        let input = panel_input(c);
         extra.push(load_panel(p, &input)?.0);
     }
     let corpus: Vec<String> = std::iter::once(panel)
@@ -534,12 +534,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         );
     }
     if !c.data.replay.is_empty() {
-        let input = PanelInput {
-            taxonomy: c.data.taxonomy.clone(),
-            add_unknown_labels: false,
-            from: None,
-            dataset: "career".into(),
-        };
+        let input = panel_input(&c);
         let mut n = 0;
         for path in &c.data.replay {
             let (rp, _) = load_panel(path, &input)?;

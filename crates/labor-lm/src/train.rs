@@ -210,9 +210,15 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// Sum of the next-token cross-entropy over every real (non-pad) target of a right-padded batch,
-/// and the number of those targets. Sequences of one token have no target.
-pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i64) {
+/// The next-token cross-entropy of every position of a right-padded batch, `[B · T]` with
+/// `T` = the longest sequence (at least 2): 0 at pads and at each sequence's last token, which
+/// have no target. Returns it with `T` and the number of real targets.
+fn token_losses(
+    model: &Llama,
+    seqs: &[&[i64]],
+    device: Device,
+    reduction: tch::Reduction,
+) -> (Tensor, usize, i64) {
     let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(2);
     let b = seqs.len();
     let mut ids = vec![0i64; b * t];
@@ -231,13 +237,16 @@ pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i
     let targets = Tensor::from_slice(&targets).to_device(device);
     let logits = model.forward(&ids);
     let v = logits.size()[2];
-    let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
-        &targets,
-        None,
-        tch::Reduction::Sum,
-        -100,
-        0.0,
-    );
+    let loss = logits
+        .view([-1, v])
+        .cross_entropy_loss::<Tensor>(&targets, None, reduction, -100, 0.0);
+    (loss, t, n)
+}
+
+/// Sum of the next-token cross-entropy over every real (non-pad) target of a right-padded batch,
+/// and the number of those targets. Sequences of one token have no target.
+pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i64) {
+    let (loss, _, n) = token_losses(model, seqs, device, tch::Reduction::Sum);
     (loss, n)
 }
 
@@ -263,41 +272,18 @@ pub fn eval_losses(
         let (mut lsum, mut ln) = (0.0, 0usize);
         let b = batch.max(1);
         for (ci, chunk) in seqs.chunks(b).enumerate() {
-            let t = chunk.iter().map(Vec::len).max().unwrap_or(0).max(2);
-            let mut ids = vec![0i64; chunk.len() * t];
-            let mut targets = vec![-100i64; chunk.len() * t];
+            let refs: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
+            let (per, t, k) = token_losses(model, &refs, device, tch::Reduction::None);
+            let per = per.to_kind(Kind::Float);
+            sum += per.sum(Kind::Double).double_value(&[]);
+            n += k;
+            let Some(lt) = label_targets else { continue };
+            let per = Vec::<f32>::try_from(per.to_device(Device::Cpu)).expect("f32 losses");
             for (i, s) in chunk.iter().enumerate() {
-                ids[i * t..i * t + s.len()].copy_from_slice(s);
-                for j in 0..s.len().saturating_sub(1) {
-                    targets[i * t + j] = s[j + 1];
-                    n += 1;
-                }
-            }
-            let x = Tensor::from_slice(&ids)
-                .view([chunk.len() as i64, t as i64])
-                .to_device(device);
-            let tg = Tensor::from_slice(&targets).to_device(device);
-            let logits = model.forward(&x).to_kind(tch::Kind::Float);
-            let v = logits.size()[2];
-            let per = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
-                &tg,
-                None,
-                tch::Reduction::None,
-                -100,
-                0.0,
-            );
-            sum += per.sum(tch::Kind::Double).double_value(&[]);
-            if let Some(lt) = label_targets {
-                let per: Vec<f32> =
-                    Vec::<f32>::try_from(per.to_device(Device::Cpu)).expect("f32 losses");
-                for (i, _) in chunk.iter().enumerate() {
-                    for &j in &lt[ci * b + i] {
-                        // Token j is the target of position j - 1.
-                        if j >= 1 && j < chunk[i].len() {
-                            lsum += per[i * t + j - 1] as f64;
-                            ln += 1;
-                        }
-                    }
+                // Token j is the target of position j - 1.
+                for &j in lt[ci * b + i].iter().filter(|&&j| j >= 1 && j < s.len()) {
+                    lsum += per[i * t + j - 1] as f64;
+                    ln += 1;
                 }
             }
         }
