@@ -7,6 +7,8 @@ use labor_lm::{Llama, LlamaConfig, weights};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor, nn};
 
+mod common;
+
 fn data() -> Vec<Vec<i64>> {
     (0..24)
         .map(|i| {
@@ -38,6 +40,9 @@ fn model(seed: i64) -> (nn::VarStore, Llama) {
         &LlamaConfig::small(32, 32, 64, 2, 4, 2, 64, false),
         true,
     );
+    // Drawn from a seeded generator, not torch's global RNG (shared with the other tests'
+    // threads), so every run trains the same model.
+    common::fill_normal(&vs, seed as u64, 0.02);
     (vs, m)
 }
 
