@@ -14,7 +14,9 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Person, Split, SplitSpec};
-use labor_lm::train::{AdamW, OptimConfig, StepStats, epoch_order, eval_losses, train_step};
+use labor_lm::train::{
+    AdamW, OptimConfig, StepStats, epoch_order, eval_losses, length_grouped, train_step,
+};
 use labor_lm::{Llama, LoraConfig, weights};
 use labor_text::{Renderer, Switches, Template};
 use serde::{Deserialize, Serialize};
@@ -170,6 +172,13 @@ pub struct TrainSection {
     pub batch_size: usize,
     #[serde(default = "one")]
     pub grad_accum: usize,
+    /// Each step's `batch_size · grad_accum` texts are sorted by length and run as micro-batches
+    /// of at most this many padded tokens (texts × the longest), so short texts are not padded
+    /// to the longest of the step. The step's loss and update are the same whatever the
+    /// grouping; only the work and the memory change. 0: micro-batches of `batch_size` texts in
+    /// the shuffled order.
+    #[serde(default = "micro_tokens")]
+    pub micro_batch_tokens: usize,
     #[serde(default = "seq")]
     pub max_seq_len: usize,
     #[serde(default)]
@@ -206,6 +215,9 @@ fn one_f() -> f64 {
 }
 fn one() -> usize {
     1
+}
+fn micro_tokens() -> usize {
+    2048
 }
 fn eight() -> usize {
     8
@@ -770,10 +782,16 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let i = s % steps_per_epoch;
         let order = epoch_order(data.train.len(), c.train.seed, epoch as u64);
         let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
-        let micro: Vec<Vec<&[i64]>> = idx
-            .chunks(c.train.batch_size.max(1))
-            .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
-            .collect();
+        let micro: Vec<Vec<&[i64]>> = if c.train.micro_batch_tokens > 0 {
+            length_grouped(
+                idx.iter().map(|&j| data.train[j].as_slice()).collect(),
+                c.train.micro_batch_tokens,
+            )
+        } else {
+            idx.chunks(c.train.batch_size.max(1))
+                .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
+                .collect()
+        };
         tch::manual_seed((c.train.seed as i64).wrapping_add(s as i64));
         let t0 = Instant::now();
         let stats: StepStats = match train_step(

@@ -210,6 +210,22 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// Cuts one optimizer step's sequences into micro-batches of similar length: sorted longest
+/// first, each micro-batch grows while its padded size (sequences × its longest) stays within
+/// `max_tokens` (always at least one sequence). The step's loss and gradient do not depend on
+/// how its sequences are grouped (see [`train_step`]); only the padding computed does.
+pub fn length_grouped<'a>(mut seqs: Vec<&'a [i64]>, max_tokens: usize) -> Vec<Vec<&'a [i64]>> {
+    seqs.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out: Vec<Vec<&[i64]>> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some(b) if (b.len() + 1) * b[0].len().max(2) <= max_tokens => b.push(s),
+            _ => out.push(vec![s]),
+        }
+    }
+    out
+}
+
 /// The next-token cross-entropy of every position of a right-padded batch, `[B · T]` with
 /// `T` = the longest sequence (at least 2): 0 at pads and at each sequence's last token, which
 /// have no target. Returns it with `T` and the number of real targets.
