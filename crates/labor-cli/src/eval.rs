@@ -164,6 +164,8 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
     let mut files: Vec<(PathBuf, bool)> = a.preds.iter().map(|p| (p.clone(), false)).collect();
     files.extend(a.oracle.iter().map(|o| (o.clone(), true)));
     let mut oracle_name = None;
+    // Every (model, dataset, person, t) once: shards of one model must not overlap.
+    let mut seen: HashMap<(String, String, String, i32), PathBuf> = HashMap::new();
     for (path, is_oracle) in &files {
         let f = read_preds(path)?;
         let n_before = f.rows.len();
@@ -194,6 +196,21 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
                     models.len() - 1
                 }
             };
+            let key = (r.model.clone(), r.dataset.clone(), r.person_id.clone(), r.t);
+            if let Some(first) = seen.insert(key, path.clone()) {
+                return Err(anyhow::Error::msg(format!(
+                    "{}: model {:?} already has a prediction for dataset {:?}, person {:?}, \
+                     record {} (in {}); give each record once (shards of one model must not \
+                     overlap)",
+                    path.display(),
+                    r.model,
+                    r.dataset,
+                    r.person_id,
+                    r.t,
+                    first.display()
+                ))
+                .into());
+            }
             let m = &mut models[i];
             if !m
                 .source

@@ -588,6 +588,13 @@ pub struct ScoreArgs {
     /// Score at most this many persons (the first ones of the split, in panel order).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Score only shard I of N (0 ≤ I < N) of the selected persons (after `--limit`): a person
+    /// belongs to shard `hash(dataset, person id) mod N` (a pinned hash, the same on every
+    /// machine and run), so the N runs I = 0..N−1 score disjoint sets of persons whose union is
+    /// the whole selection. `labor eval` takes the N files together. For a Slurm array:
+    /// `--shard $SLURM_ARRAY_TASK_ID/N`.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u64, u64)>,
     /// Predictions file (Parquet, SPEC §7.1).
     #[arg(long)]
     pub out: PathBuf,
@@ -615,6 +622,29 @@ pub struct ScoreArgs {
     /// Memory for the largest temporary of a scoring step, in MiB.
     #[arg(long, default_value_t = 512)]
     pub mem_mib: usize,
+}
+
+/// Parses `--shard I/N`.
+pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?}: expected I/N with 0 <= I < N, e.g. 0/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u64, u64) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// The seed of the shard hash: fixed, and unrelated to any split seed, so shards cut across the
+/// splits evenly.
+const SHARD_SEED: u64 = 0x5348_4152_4453;
+
+/// Whether a person belongs to shard `i` of `n`.
+pub fn in_shard(dataset: &str, person_id: &str, (i, n): (u64, u64)) -> bool {
+    labor_data::split::person_hash(SHARD_SEED, dataset, person_id) % n == i
 }
 
 pub fn run_score(a: &ScoreArgs) -> CmdResult {
@@ -747,6 +777,27 @@ fn score_loop(
     if persons.is_empty() {
         return Err(anyhow!("{}: no persons in the {} split", a.panel.display(), a.split).into());
     }
+    let persons: Vec<&labor_data::Person> = match a.shard {
+        None => persons,
+        Some((i, n)) => {
+            let selected = persons.len();
+            let mine: Vec<_> = persons
+                .into_iter()
+                .filter(|p| in_shard(&p.dataset, &p.person_id, (i, n)))
+                .collect();
+            if mine.is_empty() {
+                return Err(anyhow!(
+                    "--shard {i}/{n}: none of the {selected} selected persons falls in this shard; use fewer shards"
+                )
+                .into());
+            }
+            eprintln!(
+                "shard {i}/{n}: {} of {selected} selected persons",
+                mine.len()
+            );
+            mine
+        }
+    };
     let n_records: usize = persons.iter().map(|p| p.records.len()).sum();
     eprintln!(
         "scoring {} persons, {n_records} records of the {} split; {} labels",

@@ -1561,3 +1561,103 @@ fn reproduce_caches_stages_and_resumes_after_a_kill_during_training() {
         "{so}"
     );
 }
+
+/// Reads a predictions file's rows as sortable text lines (every column).
+fn pred_rows(path: &Path) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out: Vec<String> = r
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| row.unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn score_shards_are_disjoint_and_equal_one_run_row_for_row() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "150",
+        "--seed",
+        "5",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    let m1 = d.join("m1");
+    let o = labor(&[
+        "fit",
+        "--model",
+        "markov1",
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&m1),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let score = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "score",
+            "--model",
+            p(&m1),
+            "--panel",
+            p(&panel),
+            "--out",
+            p(out),
+        ];
+        args.extend_from_slice(extra);
+        labor(&args)
+    };
+    let whole = d.join("whole.parquet");
+    assert_eq!(score(&whole, &[]).status.code(), Some(0));
+    let mut shards = Vec::new();
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let f = d.join(format!("shard{i}.parquet"));
+        let o = score(&f, &["--shard", &format!("{i}/3")]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        let rows = pred_rows(&f);
+        assert!(!rows.is_empty(), "shard {i} is empty");
+        union.extend(rows);
+        shards.push(f);
+    }
+    union.sort();
+    // Disjoint and complete: the shards' rows are exactly the whole run's rows, each once.
+    assert_eq!(union, pred_rows(&whole));
+    // `labor eval` takes the shards together and gives the whole run's table.
+    let eval = |files: &[&Path], out: &Path| {
+        let mut args = vec!["eval", "--preds"];
+        args.extend(files.iter().map(|f| p(f)));
+        args.extend(["--bootstrap", "50", "--out", p(out)]);
+        labor(&args)
+    };
+    let (ra, rb) = (d.join("ra"), d.join("rb"));
+    assert_eq!(eval(&[&whole], &ra).status.code(), Some(0));
+    let refs: Vec<&Path> = shards.iter().map(|s| s.as_path()).collect();
+    let o = eval(&refs, &rb);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let table = |r: &Path| std::fs::read_to_string(r.join("tables/perplexity.csv")).unwrap();
+    assert_eq!(table(&ra), table(&rb));
+    // A record given twice (overlapping shards) is an error naming both files.
+    let o = eval(&[&whole, &shards[1]], &d.join("rc"));
+    assert_ne!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("already has a prediction"),
+        "{:?}",
+        text(&o)
+    );
+    // Bad shard specifications are usage errors.
+    for bad in ["3/3", "1/0", "x/2", "2"] {
+        let o = score(&d.join("bad.parquet"), &["--shard", bad]);
+        assert_ne!(o.status.code(), Some(0), "--shard {bad} was accepted");
+    }
+}

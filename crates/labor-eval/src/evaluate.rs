@@ -364,13 +364,17 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
     let mut headline_plots = Vec::new();
 
     for (di, ds) in datasets.iter().enumerate() {
-        // Persons of this dataset (union over models), and each model's rows in it.
+        // Persons of this dataset (union over models), numbered in id order, so the bootstrap
+        // resamples do not depend on the order of the rows or files (e.g. shards given in any
+        // order); and each model's rows in it.
         let mut persons: BTreeMap<&str, usize> = BTreeMap::new();
         for m in inp.models {
             for r in m.rows.iter().filter(|r| r.dataset == *ds) {
-                let n = persons.len();
-                persons.entry(r.person_id.as_str()).or_insert(n);
+                persons.insert(r.person_id.as_str(), 0);
             }
+        }
+        for (i, v) in persons.values_mut().enumerate() {
+            *v = i;
         }
         let np = persons.len();
         let counts = resample_counts(
