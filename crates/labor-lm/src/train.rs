@@ -214,7 +214,7 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// first, each micro-batch grows while its padded size (sequences × its longest) stays within
 /// `max_tokens` (always at least one sequence). The step's loss and gradient do not depend on
 /// how its sequences are grouped (see [`train_step`]); only the padding computed does.
-pub fn length_grouped<'a>(mut seqs: Vec<&'a [i64]>, max_tokens: usize) -> Vec<Vec<&'a [i64]>> {
+pub fn length_grouped(mut seqs: Vec<&[i64]>, max_tokens: usize) -> Vec<Vec<&[i64]>> {
     seqs.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out: Vec<Vec<&[i64]>> = Vec::new();
     for s in seqs {
