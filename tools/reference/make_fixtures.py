@@ -9,6 +9,9 @@ Writes into crates/labor-lm/tests/fixtures/:
   tiny-tokenizer/tokenizer.json     byte-level BPE, vocab 320, <|endoftext|> = id 0
   llama-gqa/                        random LlamaForCausalLM (GQA, llama3 rope scaling, untied)
   qwen2-tied/                       random Qwen2ForCausalLM (q/k/v bias, tied embeddings)
+  llama-gqa-tf5/, qwen2-tied-tf5/   the same two models written by transformers 5.x (config with
+                                    `rope_parameters`), with --tf5 in a transformers 5.x venv
+                                    (made by `setup.sh --tf5`); the tiny tokenizer is reused
   <model>/reference.safetensors     ids_i, logits_i (i = 0..3), batch_ids, batch_mask, batch_logits
   smollm2-gguf-reference.json       per-token log-probs of SmolLM2-135M-Instruct (GGUF), only when
                                     the GGUF file is present (--gguf PATH)
@@ -165,21 +168,40 @@ def randomize(model, seed):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
 
 
+def tf_major():
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def rope_kwargs(theta, scaling=None):
+    """RoPE settings as each transformers major version takes them: 4.x `rope_theta` and
+    `rope_scaling`, 5.x one `rope_parameters` dict (which is what its config.json then holds)."""
+    if tf_major() >= 5:
+        params = {"rope_type": "default", "rope_theta": theta}
+        if scaling:
+            params.update(scaling)
+        return {"rope_parameters": params}
+    out = {"rope_theta": theta}
+    if scaling:
+        out["rope_scaling"] = scaling
+    return out
+
+
 def make_llama(vocab):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
         vocab_size=vocab,
         num_key_value_heads=2,
-        rope_theta=10000.0,
         tie_word_embeddings=False,
-        rope_scaling={
+        **rope_kwargs(10000.0, {
             "rope_type": "llama3",
             "factor": 8.0,
             "low_freq_factor": 1.0,
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16,
-        },
+        }),
         attn_implementation="eager",
         **COMMON,
     )
@@ -195,7 +217,7 @@ def make_qwen2(vocab):
     cfg = Qwen2Config(
         vocab_size=vocab,
         num_key_value_heads=2,
-        rope_theta=1000000.0,
+        **rope_kwargs(1000000.0),
         tie_word_embeddings=True,
         use_sliding_window=False,
         sliding_window=None,
@@ -266,7 +288,8 @@ def check_rope_scaling_matters():
 
     cfg = LlamaConfig.from_pretrained(FIXTURES / "llama-gqa")
     inv, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
-    base = 1.0 / (cfg.rope_theta ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8))
+    theta = cfg.rope_parameters["rope_theta"] if tf_major() >= 5 else cfg.rope_theta
+    base = 1.0 / (theta ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8))
     print(f"llama-gqa inv_freq: default {base.tolist()} -> llama3 {inv.tolist()}")
     assert not torch.allclose(inv, base)
 
@@ -351,10 +374,26 @@ def main():
     ap.add_argument("--skip-gguf", action="store_true")
     ap.add_argument("--only-gguf", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tf5", action="store_true",
+                    help="write only llama-gqa-tf5 and qwen2-tied-tf5 (needs transformers 5.x), "
+                         "reusing the committed tiny tokenizer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     print("versions:", versions())
+
+    if args.tf5:
+        if tf_major() < 5:
+            sys.exit("--tf5 needs transformers 5.x (bash tools/reference/setup.sh --tf5)")
+        from tokenizers import Tokenizer
+
+        tok_path = FIXTURES / "tiny-tokenizer" / "tokenizer.json"
+        vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
+        write_model_fixture("llama-gqa-tf5", make_llama(vocab), tok_path)
+        write_model_fixture("qwen2-tied-tf5", make_qwen2(vocab), tok_path)
+        cfg = json.loads((FIXTURES / "llama-gqa-tf5" / "config.json").read_text())
+        assert "rope_parameters" in cfg and "rope_theta" not in cfg, cfg
+        return
 
     if not args.only_gguf:
         tok_path = train_tokenizer(FIXTURES / "tiny-tokenizer")

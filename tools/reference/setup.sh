@@ -5,13 +5,21 @@
 #
 # torch is not installed here: the venv sees the existing torch venv's site-packages through a
 # .pth file, so pip treats torch 2.11.0 as installed and never downloads it.
+#   bash tools/reference/setup.sh --tf5    # a second venv with transformers 5.x
+#                                          # (requirements-tf5.txt, for make_fixtures.py --tf5)
 # Overrides: LABOR_TORCH_VENV (default ~/.cache/labor-llm/torch-2.11.0),
-#            LABOR_REFERENCE_VENV (default ~/.cache/labor-llm/reference-venv).
+#            LABOR_REFERENCE_VENV (default ~/.cache/labor-llm/reference-venv, or
+#            ~/.cache/labor-llm/reference-venv-5 with --tf5).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 torch_venv="${LABOR_TORCH_VENV:-$HOME/.cache/labor-llm/torch-2.11.0}"
+requirements="$here/requirements.txt"
 venv="${LABOR_REFERENCE_VENV:-$HOME/.cache/labor-llm/reference-venv}"
+if [ "${1:-}" = "--tf5" ]; then
+    requirements="$here/requirements-tf5.txt"
+    venv="${LABOR_REFERENCE_VENV:-$HOME/.cache/labor-llm/reference-venv-5}"
+fi
 
 if [ ! -x "$torch_venv/bin/python" ]; then
     echo "setup.sh: no torch venv at $torch_venv (expected torch 2.11.0 there; this script never installs torch)" >&2
@@ -37,10 +45,11 @@ if ! "$venv/bin/python" -c "import torch; assert torch.__file__.startswith('$tor
     exit 1
 fi
 
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"; then
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"; then
     echo "setup.sh: pip install failed" >&2
     exit 1
 fi
+if [ "$requirements" = "$here/requirements.txt" ]; then
 "$venv/bin/python" - <<PY >&2
 import torch, transformers, tokenizers, safetensors, gguf, peft, numpy, sklearn, scipy
 assert torch.__file__.startswith("$torch_site"), "torch must come from the torch venv: " + torch.__file__
@@ -48,4 +57,13 @@ print("reference venv: torch", torch.__version__, "transformers", transformers._
       "tokenizers", tokenizers.__version__, "peft", peft.__version__, "numpy", numpy.__version__,
       "scikit-learn", sklearn.__version__, "scipy", scipy.__version__)
 PY
+else
+"$venv/bin/python" - <<PY >&2
+import torch, transformers, tokenizers, safetensors, numpy
+assert torch.__file__.startswith("$torch_site"), "torch must come from the torch venv: " + torch.__file__
+assert transformers.__version__.startswith("5."), transformers.__version__
+print("reference venv (transformers 5): torch", torch.__version__, "transformers",
+      transformers.__version__, "tokenizers", tokenizers.__version__, "numpy", numpy.__version__)
+PY
+fi
 echo "$venv/bin/python"

@@ -30,6 +30,25 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type CmdResult<T = ()> = Result<T, Failure>;
 
+/// A problem with what the user gave (a model directory, a config file) found deep inside a
+/// command that otherwise returns `anyhow` errors: wrapped in the error chain, it makes the
+/// command exit with status 2 like any other invalid input.
+#[derive(Debug)]
+pub struct InvalidInput(pub String);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+/// Whether an error chain contains an [`InvalidInput`].
+pub fn is_invalid_input(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<InvalidInput>())
+}
+
 pub fn invalid(file: &Path, problems: Problems) -> Failure {
     Failure::Invalid {
         file: file.display().to_string(),

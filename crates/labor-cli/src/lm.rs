@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, nn::VarStore};
 use tokenizers::Tokenizer;
 
-use crate::io::{CmdResult, PanelInput, write_atomic};
+use crate::io::{CmdResult, InvalidInput, PanelInput, write_atomic};
 use crate::text::{TextArgs, panel_and_template};
 
 /// A loaded model directory.
@@ -70,7 +70,7 @@ pub fn load_model(
     let cfg = LlamaConfig::from_json(
         &String::from_utf8(read(&cfg_path)?).context("config.json is not UTF-8")?,
     )
-    .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+    .map_err(|e| InvalidInput(format!("{}: {e}", cfg_path.display())))?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json =
         String::from_utf8(read(&tok_path)?).context("tokenizer.json is not UTF-8")?;

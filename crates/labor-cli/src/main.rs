@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         }
         Err(Failure::Other(e)) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if io::is_invalid_input(&e) { 2 } else { 1 })
         }
     }
 }

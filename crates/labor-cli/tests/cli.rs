@@ -578,6 +578,28 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
     }
     let o = labor(&["lm", "info", p(&model)]);
     assert!(text(&o).0.contains("layers 1, width 32"), "{:?}", text(&o));
+    // A config key that would change the numbers and is not understood: invalid input, named.
+    let odd = d.join("odd-model");
+    std::fs::create_dir(&odd).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model.join(f), odd.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    cfg["attn_logit_softcapping"] = 50.0.into();
+    std::fs::write(odd.join("config.json"), cfg.to_string()).unwrap();
+    for args in [
+        vec!["lm", "info", p(&odd)],
+        vec!["score", "--model", p(&odd), "--panel", p(&panel), "--out", "/dev/null"],
+    ] {
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));
+        assert!(
+            text(&o).1.contains("attn_logit_softcapping") && text(&o).1.contains("config.json"),
+            "{:?}",
+            text(&o)
+        );
+    }
 
     let preds = d.join("preds.parquet");
     let full = d.join("full.parquet");

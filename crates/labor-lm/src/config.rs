@@ -78,8 +78,17 @@ fn llama() -> String {
 }
 
 impl LlamaConfig {
+    /// Reads a `config.json` as written by transformers 4.x (top-level `rope_theta` and
+    /// `rope_scaling`) or 5.x (`rope_parameters`). Every key must be understood or known not to
+    /// change the model's numbers; anything else is an error naming the key.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let c: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let serde_json::Value::Object(mut map) = v else {
+            return Err("config.json is not a JSON object".into());
+        };
+        normalize_rope(&mut map)?;
+        let c: Self =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
         c.validate()?;
         Ok(c)
     }
@@ -142,7 +151,7 @@ impl LlamaConfig {
                 s.rope_type
             ));
         }
-        Ok(())
+        check_extra_keys(self)
     }
 
     pub fn kv_heads(&self) -> usize {
@@ -217,6 +226,257 @@ impl LlamaConfig {
     }
 }
 
+/// Keys of a Hugging Face `config.json` that never change a decoder's outputs: bookkeeping,
+/// generation defaults, token ids, initialisation and head-task settings.
+const HARMLESS_KEYS: &[&str] = &[
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "_commit_hash",
+    "_name_or_path",
+    "add_cross_attention",
+    "bad_words_ids",
+    "begin_suppress_tokens",
+    "chunk_size_feed_forward",
+    "cross_attention_hidden_size",
+    "decoder_start_token_id",
+    "diversity_penalty",
+    "do_sample",
+    "dtype",
+    "early_stopping",
+    "encoder_no_repeat_ngram_size",
+    "exponential_decay_length_penalty",
+    "finetuning_task",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "id2label",
+    "initializer_range",
+    "is_decoder",
+    "is_encoder_decoder",
+    "label2id",
+    "length_penalty",
+    "max_length",
+    "min_length",
+    "no_repeat_ngram_size",
+    "num_beam_groups",
+    "num_beams",
+    "num_labels",
+    "num_return_sequences",
+    "output_attentions",
+    "output_hidden_states",
+    "output_scores",
+    "pad_token_id",
+    "prefix",
+    "pretraining_tp",
+    "problem_type",
+    "pruned_heads",
+    "remove_invalid_values",
+    "repetition_penalty",
+    "return_dict",
+    "return_dict_in_generate",
+    "sep_token_id",
+    "suppress_tokens",
+    "task_specific_params",
+    "temperature",
+    "tf_legacy_loss",
+    "tie_encoder_decoder",
+    "tokenizer_class",
+    "top_k",
+    "top_p",
+    "torchscript",
+    "transformers_version",
+    "typical_p",
+    "use_bfloat16",
+    "use_cache",
+    "use_return_dict",
+];
+
+fn is_false_or_null(v: &serde_json::Value) -> bool {
+    v.is_null() || v == &serde_json::Value::Bool(false)
+}
+
+/// Every key of `extra` must be known not to change the computation, or carry a value under
+/// which it does not. Names every offending key.
+fn check_extra_keys(c: &LlamaConfig) -> Result<(), String> {
+    let mut bad = Vec::new();
+    let sliding_on = c
+        .extra
+        .get("use_sliding_window")
+        .is_some_and(|v| !is_false_or_null(v));
+    for (k, v) in &c.extra {
+        let ok = match k.as_str() {
+            k if HARMLESS_KEYS.contains(&k) => true,
+            // Normalized into rope_theta / rope_scaling by `normalize_rope`.
+            "rope_parameters" => true,
+            // Dropout inside attention (training only) and MLP biases: only their neutral values.
+            "attention_dropout" => v.as_f64() == Some(0.0) || v.is_null(),
+            "mlp_bias" => is_false_or_null(v),
+            // Sliding-window attention (Mistral, Qwen2): off, or a window no sequence can exceed.
+            "use_sliding_window" => is_false_or_null(v),
+            "sliding_window" => {
+                !sliding_on
+                    && (v.is_null()
+                        || c.model_type == "qwen2"
+                        || v.as_u64()
+                            .is_some_and(|w| w as usize >= c.max_position_embeddings))
+            }
+            "max_window_layers" => !sliding_on,
+            // transformers 5.x lists every layer's attention kind.
+            "layer_types" => v.as_array().is_some_and(|a| {
+                a.len() == c.num_hidden_layers
+                    && a.iter().all(|t| t.as_str() == Some("full_attention"))
+            }),
+            _ => false,
+        };
+        if !ok {
+            bad.push(format!("{k} = {v}"));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "config.json: {} not understood by labor-llm and may change the model's numbers: {} \
+         (supported: plain Llama/Qwen2/Mistral decoders with full attention, no MLP biases, \
+         default or llama3 RoPE)",
+        if bad.len() == 1 { "a key is" } else { "keys are" },
+        bad.join("; ")
+    ))
+}
+
+/// Resolves the RoPE settings of transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x
+/// (`rope_parameters`) into the top-level `rope_theta` and a canonical `rope_scaling` (or null).
+/// When both forms are present they must agree. `rope_parameters` itself stays in the map (and
+/// is written back unchanged).
+fn normalize_rope(map: &mut serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    use serde_json::Value;
+    /// (theta if given, scaling: None = default RoPE).
+    type Rope = (Option<f64>, Option<RopeScaling>);
+    fn read(what: &str, v: &Value) -> Result<Rope, String> {
+        let Value::Object(o) = v else {
+            return Err(format!("{what} must be an object, found {v}"));
+        };
+        let num = |k: &str| -> Result<Option<f64>, String> {
+            match o.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| format!("{what}.{k} must be a number, found {x}")),
+            }
+        };
+        let kind = o
+            .get("rope_type")
+            .or_else(|| o.get("type"))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{what}.rope_type must be a string, found {t}"))
+            })
+            .transpose()?
+            .unwrap_or_else(|| "default".into());
+        let mut allowed = vec!["rope_type", "type", "rope_theta", "partial_rotary_factor"];
+        if let Some(p) = num("partial_rotary_factor")?
+            && p != 1.0
+        {
+            return Err(format!(
+                "{what}.partial_rotary_factor = {p} is not supported (RoPE on the whole head only)"
+            ));
+        }
+        // A base given here too is checked against the top-level `rope_theta`.
+        let theta = num("rope_theta")?;
+        let scaling = match kind.as_str() {
+            "default" => None,
+            "llama3" => {
+                allowed.extend([
+                    "factor",
+                    "low_freq_factor",
+                    "high_freq_factor",
+                    "original_max_position_embeddings",
+                ]);
+                let need = |k: &str| -> Result<f64, String> {
+                    num(k)?.ok_or_else(|| format!("{what} of type llama3 has no {k}"))
+                };
+                Some(RopeScaling {
+                    rope_type: "llama3".into(),
+                    factor: need("factor")?,
+                    low_freq_factor: num("low_freq_factor")?.unwrap_or(1.0),
+                    high_freq_factor: num("high_freq_factor")?.unwrap_or(4.0),
+                    original_max_position_embeddings: need("original_max_position_embeddings")?
+                        as usize,
+                })
+            }
+            other => {
+                return Err(format!(
+                    "{what}: rope_type {other:?} is not supported (expected \"default\" or \
+                     \"llama3\")"
+                ));
+            }
+        };
+        let unknown: Vec<&str> = o
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !allowed.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "{what}: key(s) {unknown:?} not understood for rope_type {kind:?}"
+            ));
+        }
+        Ok((theta, scaling))
+    }
+    let top_theta = match map.get("rope_theta") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(
+            x.as_f64()
+                .ok_or_else(|| format!("rope_theta must be a number, found {x}"))?,
+        ),
+    };
+    let legacy = match map.get("rope_scaling") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(read("rope_scaling", v)?),
+    };
+    let params = match map.get("rope_parameters") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(read("rope_parameters", v)?),
+    };
+    let agree = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+    let mut theta = top_theta;
+    for (what, t) in [
+        ("rope_scaling", legacy.as_ref().and_then(|r| r.0)),
+        ("rope_parameters", params.as_ref().and_then(|r| r.0)),
+    ] {
+        match (theta, t) {
+            (Some(a), Some(b)) if !agree(a, b) => {
+                return Err(format!(
+                    "rope_theta {a} and {what}.rope_theta {b} disagree"
+                ));
+            }
+            (None, Some(b)) => theta = Some(b),
+            _ => {}
+        }
+    }
+    let scaling = match (legacy, params) {
+        (Some((_, a)), Some((_, b))) => {
+            if a != b {
+                return Err(format!(
+                    "rope_scaling {a:?} and rope_parameters {b:?} describe different RoPE"
+                ));
+            }
+            a
+        }
+        (Some((_, s)), None) | (None, Some((_, s))) => s,
+        (None, None) => None,
+    };
+    if let Some(t) = theta {
+        map.insert("rope_theta".into(), t.into());
+    }
+    map.insert(
+        "rope_scaling".into(),
+        serde_json::to_value(&scaling).expect("serializable"),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,4 +515,86 @@ mod tests {
         c.hidden_act = Some("gelu".into());
         assert!(c.validate().unwrap_err().contains("silu"));
     }
+    fn base_json(extra: &str) -> String {
+        format!(
+            r#"{{"model_type":"llama","vocab_size":100,"hidden_size":32,"intermediate_size":64,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "max_position_embeddings":256{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn reads_transformers_5_rope_parameters_like_the_4x_keys() {
+        let v4 = LlamaConfig::from_json(&base_json(
+            r#","rope_theta":500000.0,"rope_scaling":{"rope_type":"llama3","factor":8.0,
+            "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":16}"#,
+        ))
+        .unwrap();
+        let v5 = LlamaConfig::from_json(&base_json(
+            r#","rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,
+            "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":16},
+            "dtype":"float32","layer_types":["full_attention","full_attention"]"#,
+        ))
+        .unwrap();
+        assert_eq!(v5.rope_theta, 500000.0);
+        assert_eq!(v5.rope_scaling, v4.rope_scaling);
+        assert_eq!(crate::model::inv_freq(&v5), crate::model::inv_freq(&v4));
+        // Written back, both forms are present and agree.
+        let back = LlamaConfig::from_json(&v5.to_json()).unwrap();
+        assert_eq!(back, v5);
+        let plain = LlamaConfig::from_json(&base_json(
+            r#","rope_parameters":{"rope_type":"default","rope_theta":100000.0}"#,
+        ))
+        .unwrap();
+        assert_eq!(plain.rope_theta, 100000.0);
+        assert_eq!(plain.rope_scaling, None);
+    }
+
+    #[test]
+    fn rope_settings_that_disagree_or_are_unknown_are_errors_naming_them() {
+        let e = LlamaConfig::from_json(&base_json(
+            r#","rope_theta":10000.0,"rope_parameters":{"rope_type":"default","rope_theta":500000.0}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("disagree"), "{e}");
+        let e = LlamaConfig::from_json(&base_json(
+            r#","rope_parameters":{"rope_type":"yarn","rope_theta":10000.0,"factor":4.0}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("yarn"), "{e}");
+        let e = LlamaConfig::from_json(&base_json(
+            r#","rope_parameters":{"rope_type":"default","rope_theta":10000.0,"mscale":2.0}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("mscale"), "{e}");
+        let e = LlamaConfig::from_json(&base_json(
+            r#","rope_parameters":{"rope_theta":10000.0,"partial_rotary_factor":0.5}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("partial_rotary_factor"), "{e}");
+    }
+
+    #[test]
+    fn keys_that_change_the_numbers_are_errors_unless_neutral() {
+        for (extra, key) in [
+            (r#","mlp_bias":true"#, "mlp_bias"),
+            (r#","attention_dropout":0.1"#, "attention_dropout"),
+            (r#","use_sliding_window":true,"sliding_window":64"#, "use_sliding_window"),
+            (r#","sliding_window":64"#, "sliding_window"),
+            (r#","layer_types":["full_attention","sliding_attention"]"#, "layer_types"),
+            (r#","logits_scaling":8.0"#, "logits_scaling"),
+            (r#","quantization_config":{"quant_method":"bitsandbytes"}"#, "quantization_config"),
+        ] {
+            let e = LlamaConfig::from_json(&base_json(extra)).unwrap_err();
+            assert!(e.contains(key) && e.contains("not understood"), "{extra}: {e}");
+        }
+        // Their neutral values, and bookkeeping keys, load.
+        LlamaConfig::from_json(&base_json(
+            r#","mlp_bias":false,"attention_dropout":0.0,"use_sliding_window":false,
+            "sliding_window":4096,"max_window_layers":28,"pretraining_tp":1,"use_cache":true,
+            "transformers_version":"5.24.0","dtype":"bfloat16","pad_token_id":null"#,
+        ))
+        .unwrap();
+    }
 }
+

@@ -89,6 +89,29 @@ fn qwen2_with_tied_embeddings_and_qkv_bias_matches_transformers() {
     check("qwen2-tied");
 }
 
+/// The same models saved by transformers 5.x, whose config.json holds `rope_parameters` (no
+/// top-level `rope_theta` or `rope_scaling`).
+#[test]
+fn transformers_5_configs_and_weights_match_transformers_5() {
+    for name in ["llama-gqa-tf5", "qwen2-tied-tf5"] {
+        let text = std::fs::read_to_string(fixture(name).join("config.json")).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(raw.get("rope_parameters").is_some() && raw.get("rope_theta").is_none());
+        assert!(raw["transformers_version"].as_str().unwrap().starts_with("5."));
+        check(name);
+    }
+    // The llama3 scaling comes through `rope_parameters` as it does through `rope_scaling`.
+    let read = |n: &str| {
+        LlamaConfig::from_json(&std::fs::read_to_string(fixture(n).join("config.json")).unwrap())
+            .unwrap()
+    };
+    let (v4, v5) = (read("llama-gqa"), read("llama-gqa-tf5"));
+    assert!(v5.rope_scaling.is_some());
+    assert_eq!(v5.rope_scaling, v4.rope_scaling);
+    assert_eq!(v5.rope_theta, v4.rope_theta);
+    assert_eq!(read("qwen2-tied-tf5").rope_theta, 1_000_000.0);
+}
+
 #[test]
 fn weights_round_trip_through_safetensors_single_and_sharded() {
     let (vs, model) = load(&fixture("qwen2-tied"));
