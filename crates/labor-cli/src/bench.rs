@@ -71,6 +71,15 @@ pub struct BenchScoreArgs {
     /// Skip the naive loop (for large models).
     #[arg(long)]
     pub no_naive: bool,
+    /// Run the naive loop on the first N records only (it costs one forward pass per label).
+    #[arg(long)]
+    pub naive_records: Option<usize>,
+    /// Before and after in one run on the same records: the reference kernels (explicit tree
+    /// attention, libtorch logsumexp) in f32, today's kernels in f32, and today's kernels in
+    /// mixed bf16 (on the f32 model, so `--dtype` is ignored); reports records/s of each, the
+    /// speed-ups, and how far each is from today's f32.
+    #[arg(long)]
+    pub compare: bool,
     /// Write the records' context ids and the label continuations for bench_score.py.
     #[arg(long)]
     pub dump: Option<PathBuf>,
@@ -192,11 +201,26 @@ fn train(a: &BenchTrainArgs) -> CmdResult {
     Ok(())
 }
 
+/// Largest and mean absolute difference between two sets of per-record label scores.
+fn deviation(a: &[Vec<f64>], b: &[Vec<f64>]) -> (f64, f64) {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .collect();
+    let max = d.iter().copied().fold(0.0, f64::max);
+    (max, d.iter().sum::<f64>() / d.len().max(1) as f64)
+}
+
 fn score(a: &BenchScoreArgs) -> CmdResult {
     let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
-    let kind = resolve_kind(&a.dtype, device)?;
-    let m = load_model(&a.model, device, kind, false)?;
+    let kind = if a.compare {
+        tch::Kind::Float
+    } else {
+        resolve_kind(&a.dtype, device)?
+    };
+    let mut m = load_model(&a.model, device, kind, false)?;
     let renderer =
         Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
     let mut lm = LmPredictor::new(
@@ -210,6 +234,7 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
     )
     .map_err(|e| anyhow!(e))?;
     let conts = lm.continuations().to_vec();
+    let trie_nodes = lm.trie_nodes();
     let spec = SplitSpec::default();
     let chosen: Vec<(&labor_data::Person, Vec<usize>)> = panel
         .persons
@@ -227,16 +252,86 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
         })
         .collect();
     let n_records: usize = chosen.iter().map(|(_, ts)| ts.len()).sum();
-    // Warm-up (first-call allocations), untimed.
-    if let Some((p, ts)) = chosen.first() {
-        lm.predict(p, &ts[..1]).map_err(|e| anyhow!(e))?;
+    // Warm-up (first-call allocations), untimed, then every chosen record, timed.
+    let timed = |lm: &mut LmPredictor| -> anyhow::Result<(Vec<Vec<f64>>, f64)> {
+        if let Some((p, ts)) = chosen.first() {
+            lm.predict(p, &ts[..1]).map_err(|e| anyhow!(e))?;
+        }
+        let t0 = Instant::now();
+        let mut logp = Vec::new();
+        for (p, ts) in &chosen {
+            logp.extend(lm.predict(p, ts).map_err(|e| anyhow!(e))?.logp);
+        }
+        Ok((logp, t0.elapsed().as_secs_f64()))
+    };
+    let truths: Vec<usize> = chosen
+        .iter()
+        .flat_map(|(p, ts)| ts.iter().map(|&t| p.records[t].label.index()))
+        .collect();
+    let (trie_logp, trie_s) = timed(&mut lm)?;
+    let mut compared = None;
+    if a.compare {
+        drop(lm);
+        let reference = LmPredictor::new(
+            "lm",
+            &m.model,
+            &m.tokenizer,
+            &renderer,
+            &panel.taxonomy,
+            ScoreOptions {
+                reference_kernels: true,
+                ..ScoreOptions::default()
+            },
+            None,
+        )
+        .map_err(|e| anyhow!(e))?;
+        let (ref_logp, ref_s) = timed(&mut { reference })?;
+        m.model.cache_bf16_weights();
+        let bf16 = LmPredictor::new(
+            "lm",
+            &m.model,
+            &m.tokenizer,
+            &renderer,
+            &panel.taxonomy,
+            ScoreOptions::default(),
+            None,
+        )
+        .map_err(|e| anyhow!(e))?;
+        let (bf_logp, bf_s) = timed(&mut { bf16 })?;
+        // The quantity perplexity is made of: the true label's normalized log-probability.
+        let norm = |l: &[Vec<f64>]| -> Vec<f64> {
+            l.iter()
+                .zip(&truths)
+                .map(|(x, &t)| labor_lm::score::summarize(x, t).logp_norm)
+                .collect()
+        };
+        let (n32, n16) = (norm(&trie_logp), norm(&bf_logp));
+        let dn: Vec<f64> = n16.iter().zip(&n32).map(|(b, f)| b - f).collect();
+        let (ref_max, ref_mean) = deviation(&ref_logp, &trie_logp);
+        let (bf_max, bf_mean) = deviation(&bf_logp, &trie_logp);
+        compared = Some(serde_json::json!({
+            "reference_f32_seconds": ref_s,
+            "reference_f32_records_per_s": n_records as f64 / ref_s,
+            "f32_seconds": trie_s,
+            "f32_records_per_s": n_records as f64 / trie_s,
+            "bf16_seconds": bf_s,
+            "bf16_records_per_s": n_records as f64 / bf_s,
+            "f32_speedup_vs_reference": ref_s / trie_s,
+            "bf16_speedup_vs_reference": ref_s / bf_s,
+            "max_abs_diff_f32_vs_reference": ref_max,
+            "mean_abs_diff_f32_vs_reference": ref_mean,
+            "bf16_vs_f32_label_logp_max_abs_diff": bf_max,
+            "bf16_vs_f32_label_logp_mean_abs_diff": bf_mean,
+            "bf16_vs_f32_true_label_norm_logp_max_abs_diff":
+                dn.iter().fold(0.0f64, |a, d| a.max(d.abs())),
+            "bf16_vs_f32_true_label_norm_logp_mean_diff":
+                dn.iter().sum::<f64>() / dn.len().max(1) as f64,
+            "bf16_vs_f32_true_label_norm_logp_mean_abs_diff":
+                dn.iter().map(|d| d.abs()).sum::<f64>() / dn.len().max(1) as f64,
+        }));
+        // The naive check below compares against today's f32 kernels.
+        m.model.set_bf16_compute(false);
     }
-    let t0 = Instant::now();
-    let mut trie_logp = Vec::new();
-    for (p, ts) in &chosen {
-        trie_logp.extend(lm.predict(p, ts).map_err(|e| anyhow!(e))?.logp);
-    }
-    let trie_s = t0.elapsed().as_secs_f64();
     let mut contexts: Vec<Vec<i64>> = Vec::new();
     for (p, ts) in &chosen {
         let r = renderer.render(p, &panel.taxonomy);
@@ -257,20 +352,25 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
         "device": format!("{device:?}"),
         "records": n_records,
         "labels": conts.len(),
-        "trie_nodes": lm.trie_nodes(),
+        "trie_nodes": trie_nodes,
         "mean_context_tokens": ctx_tokens as f64 / n_records as f64,
         "trie_seconds": trie_s,
         "trie_records_per_s": n_records as f64 / trie_s,
     });
+    if let Some(c) = compared {
+        report["compare"] = c;
+    }
     if !a.no_naive {
         let naive = Scorer::new(
             &m.model,
             LabelTrie::new(&conts).map_err(|e| anyhow!(e))?,
             ScoreOptions::default(),
         );
+        let take = a.naive_records.unwrap_or(usize::MAX).min(contexts.len());
+        report["naive_records"] = take.into();
         let t1 = Instant::now();
         let mut worst = 0f64;
-        for (c, want) in contexts.iter().zip(&trie_logp) {
+        for (c, want) in contexts.iter().zip(&trie_logp).take(take) {
             let got = naive.score_naive(c, &conts);
             for (g, w) in got.iter().zip(want) {
                 worst = worst.max((g - w).abs());
@@ -278,8 +378,9 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
         }
         let naive_s = t1.elapsed().as_secs_f64();
         report["naive_seconds"] = naive_s.into();
-        report["naive_records_per_s"] = (n_records as f64 / naive_s).into();
-        report["speedup_vs_naive"] = (naive_s / trie_s).into();
+        report["naive_records_per_s"] = (take as f64 / naive_s).into();
+        report["speedup_vs_naive"] =
+            ((naive_s / take.max(1) as f64) / (trie_s / n_records as f64)).into();
         report["max_abs_diff_trie_vs_naive"] = worst.into();
     }
     if let Some(path) = &a.dump {

@@ -108,7 +108,12 @@ pub fn load_model(
         .collect();
     weights::load_into(&vs, &parts).with_context(|| format!("{}", dir.display()))?;
     drop(bytes);
-    if kind != Kind::Float {
+    let mut model = model;
+    if kind == Kind::BFloat16 && !trainable {
+        // Inference in bf16: mixed precision (bf16 matrix products and attention; f32
+        // embeddings, norms, residual stream and RoPE), not a bf16 copy of everything.
+        model.cache_bf16_weights();
+    } else if kind != Kind::Float {
         vs.set_kind(kind);
     }
     Ok(ModelDir {
@@ -151,7 +156,10 @@ pub fn load_adapter(
     let w = read(&dir.join("adapter_model.safetensors"))?;
     weights::load_into(&avs, &[("adapter_model.safetensors", &w)])
         .with_context(|| format!("{}", dir.display()))?;
-    if kind != Kind::Float {
+    if kind == Kind::BFloat16 {
+        // The base's matrices get bf16 copies; the adapters are cast per call.
+        m.model.cache_bf16_weights();
+    } else if kind != Kind::Float {
         m.vs.set_kind(kind);
         avs.set_kind(kind);
     }
@@ -688,6 +696,7 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         &panel.taxonomy,
         ScoreOptions {
             mem_budget_bytes: a.mem_mib << 20,
+            ..ScoreOptions::default()
         },
         a.max_context,
     )

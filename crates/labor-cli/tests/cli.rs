@@ -590,7 +590,15 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
     std::fs::write(odd.join("config.json"), cfg.to_string()).unwrap();
     for args in [
         vec!["lm", "info", p(&odd)],
-        vec!["score", "--model", p(&odd), "--panel", p(&panel), "--out", "/dev/null"],
+        vec![
+            "score",
+            "--model",
+            p(&odd),
+            "--panel",
+            p(&panel),
+            "--out",
+            "/dev/null",
+        ],
     ] {
         let o = labor(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));

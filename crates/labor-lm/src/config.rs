@@ -338,7 +338,11 @@ fn check_extra_keys(c: &LlamaConfig) -> Result<(), String> {
         "config.json: {} not understood by labor-llm and may change the model's numbers: {} \
          (supported: plain Llama/Qwen2/Mistral decoders with full attention, no MLP biases, \
          default or llama3 RoPE)",
-        if bad.len() == 1 { "a key is" } else { "keys are" },
+        if bad.len() == 1 {
+            "a key is"
+        } else {
+            "keys are"
+        },
         bad.join("; ")
     ))
 }
@@ -447,9 +451,7 @@ fn normalize_rope(map: &mut serde_json::Map<String, serde_json::Value>) -> Resul
     ] {
         match (theta, t) {
             (Some(a), Some(b)) if !agree(a, b) => {
-                return Err(format!(
-                    "rope_theta {a} and {what}.rope_theta {b} disagree"
-                ));
+                return Err(format!("rope_theta {a} and {what}.rope_theta {b} disagree"));
             }
             (None, Some(b)) => theta = Some(b),
             _ => {}
@@ -579,14 +581,26 @@ mod tests {
         for (extra, key) in [
             (r#","mlp_bias":true"#, "mlp_bias"),
             (r#","attention_dropout":0.1"#, "attention_dropout"),
-            (r#","use_sliding_window":true,"sliding_window":64"#, "use_sliding_window"),
+            (
+                r#","use_sliding_window":true,"sliding_window":64"#,
+                "use_sliding_window",
+            ),
             (r#","sliding_window":64"#, "sliding_window"),
-            (r#","layer_types":["full_attention","sliding_attention"]"#, "layer_types"),
+            (
+                r#","layer_types":["full_attention","sliding_attention"]"#,
+                "layer_types",
+            ),
             (r#","logits_scaling":8.0"#, "logits_scaling"),
-            (r#","quantization_config":{"quant_method":"bitsandbytes"}"#, "quantization_config"),
+            (
+                r#","quantization_config":{"quant_method":"bitsandbytes"}"#,
+                "quantization_config",
+            ),
         ] {
             let e = LlamaConfig::from_json(&base_json(extra)).unwrap_err();
-            assert!(e.contains(key) && e.contains("not understood"), "{extra}: {e}");
+            assert!(
+                e.contains(key) && e.contains("not understood"),
+                "{extra}: {e}"
+            );
         }
         // Their neutral values, and bookkeeping keys, load.
         LlamaConfig::from_json(&base_json(
@@ -597,4 +611,3 @@ mod tests {
         .unwrap();
     }
 }
-

@@ -20,6 +20,9 @@ pub struct Linear {
     pub bias: Option<Tensor>,
     /// A LoRA adapter: `y += scale · B A dropout(x)`.
     pub lora: Option<Lora>,
+    /// A bf16 copy of `weight` (and `bias`) for bf16 compute without a cast per call; see
+    /// [`Llama::cache_bf16_weights`].
+    bf16_copy: Option<(Tensor, Option<Tensor>)>,
     mode: Arc<Mode>,
 }
 
@@ -90,6 +93,7 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            bf16_copy: None,
             mode: mode.clone(),
         }
     }
@@ -104,7 +108,10 @@ impl Linear {
             }
         };
         let x = cast(x);
-        let y = x.linear(&cast(&self.weight), self.bias.as_ref().map(cast).as_ref());
+        let y = match (&self.bf16_copy, bf16) {
+            (Some((w, b)), true) => x.linear(w, b.as_ref()),
+            _ => x.linear(&cast(&self.weight), self.bias.as_ref().map(cast).as_ref()),
+        };
         match &self.lora {
             None => y,
             Some(l) => {
@@ -239,6 +246,10 @@ pub enum Mask<'a> {
     /// N·Lc + Σ depth scores per row and head instead of N·(Lc + N). The cache is not extended.
     Tree {
         ctx_valid: &'a Tensor,
+        /// The number of true entries of each row of `ctx_valid` (a prefix), on the host.
+        ctx_lens: &'a [i64],
+        /// On CPU, attend to the context through fused flash attention (no score matrix).
+        fused: bool,
         levels: &'a [TreeLevel],
     },
 }
@@ -367,11 +378,25 @@ impl Attention {
             .forward(x)
             .view(shape(self.kv_heads))
             .transpose(1, 2);
-        let q = &q * cos + rotate_half(&q) * sin;
-        let k = &k * cos + rotate_half(&k) * sin;
-        if let Mask::Tree { ctx_valid, levels } = mask {
+        // RoPE in f32 (cos and sin are f32), as transformers does under autocast.
+        let rotate = |t: &Tensor| {
+            let t32 = t.to_kind(Kind::Float);
+            (&t32 * cos + rotate_half(&t32) * sin).to_kind(t.kind())
+        };
+        let (q, k) = (rotate(&q), rotate(&k));
+        if let Mask::Tree {
+            ctx_valid,
+            ctx_lens,
+            fused,
+            levels,
+        } = mask
+        {
             let (pk, pv) = past.expect("tree attention needs the context's cache");
-            let y = self.tree_attention(&q, &k, &v, pk, pv, ctx_valid, levels);
+            let y = if *fused && q.device() == Device::Cpu {
+                self.tree_attention_fused(&q, &k, &v, pk, pv, ctx_lens, levels)
+            } else {
+                self.tree_attention(&q, &k, &v, pk, pv, ctx_valid, levels)
+            };
             let y = y
                 .transpose(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]);
@@ -485,6 +510,91 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// [`Self::tree_attention`] without any score matrix over the context: each row's nodes
+    /// attend to that row's context through one fused attention call (libtorch's CPU flash
+    /// attention, which also returns the log-sum-exp of the scores), the few scores against each
+    /// node's ancestors are computed explicitly, and the two partial softmaxes are merged through
+    /// their log-sum-exps. The same numbers up to rounding, with memory traffic linear in the
+    /// context instead of nodes × context per layer (which dominated CPU scoring time).
+    #[allow(clippy::too_many_arguments)]
+    fn tree_attention_fused(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        pk: &Tensor,
+        pv: &Tensor,
+        ctx_lens: &[i64],
+        levels: &[TreeLevel],
+    ) -> Tensor {
+        let (r, hd) = (q.size()[0], self.head_dim);
+        let (h, kvh, rep) = (self.heads, self.kv_heads, self.heads / self.kv_heads);
+        let kind = q.kind();
+        let scale = 1.0 / (hd as f64).sqrt();
+        debug_assert_eq!(ctx_lens.len() as i64, r);
+        // 1. Against the context, row by row (a batch-1 cache is shared by every row).
+        let (mut oa, mut la) = (
+            Vec::with_capacity(r as usize),
+            Vec::with_capacity(r as usize),
+        );
+        for (i, &c) in ctx_lens.iter().enumerate() {
+            let row = if pk.size()[0] == 1 { 0 } else { i as i64 };
+            let heads = |t: &Tensor| {
+                let t = t.get(row).narrow(1, 0, c);
+                if rep > 1 {
+                    t.repeat_interleave_self_int(rep, 0, None)
+                } else {
+                    t
+                }
+                .unsqueeze(0)
+            };
+            let (o, lse) = Tensor::internal_scaled_dot_product_flash_attention_for_cpu(
+                &q.get(i as i64).unsqueeze(0),
+                &heads(pk),
+                &heads(pv),
+                0.0,
+                false,
+                None::<Tensor>,
+                scale,
+            );
+            oa.push(o);
+            la.push(lse);
+        }
+        let oa = Tensor::cat(&oa, 0).to_kind(Kind::Float); // [R, H, N, hd]
+        let la = Tensor::cat(&la, 0); // [R, H, N], f32
+        // 2. Against each node itself and its d − 1 ancestors, level by level.
+        let qs = q * scale;
+        let (mut ob, mut lb) = (Vec::with_capacity(levels.len()), Vec::new());
+        for lv in levels {
+            let (len, d) = (lv.len, lv.depth);
+            let qn = qs
+                .narrow(2, lv.start, len)
+                .reshape([r, kvh, rep, len, hd])
+                .permute([0, 1, 3, 2, 4]); // [R, Hkv, len, rep, hd]
+            let ka = k.index_select(2, &lv.anc).reshape([r, kvh, len, d, hd]);
+            let va = v.index_select(2, &lv.anc).reshape([r, kvh, len, d, hd]);
+            let sb = qn.matmul(&ka.transpose(-1, -2)).to_kind(Kind::Float); // [R, Hkv, len, rep, d]
+            let lse = sb.logsumexp([-1i64].as_slice(), true);
+            let pb = (sb - &lse).exp().to_kind(kind);
+            let yb = pb.matmul(&va).to_kind(Kind::Float); // [R, Hkv, len, rep, hd]
+            ob.push(yb.permute([0, 1, 3, 2, 4]).reshape([r, h, len, hd]));
+            lb.push(
+                lse.squeeze_dim(-1)
+                    .permute([0, 1, 3, 2])
+                    .reshape([r, h, len]),
+            );
+        }
+        let ob = Tensor::cat(&ob, 2);
+        let lb = Tensor::cat(&lb, 2);
+        // 3. Merge the two partial softmaxes.
+        let lse = la.logaddexp(&lb);
+        let wa = (la - &lse).exp().unsqueeze(-1);
+        let wb = (lb - &lse).exp().unsqueeze(-1);
+        (oa * wa + ob * wb).to_kind(kind)
+    }
+}
+
 /// `[1, 1, t, cached + t]` boolean: every cached position, causal among the new ones.
 pub fn causal_with_past(t: i64, cached: i64, device: Device) -> Tensor {
     let new = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
@@ -517,6 +627,8 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
+    /// bf16 copy of the head's weight, see [`Llama::cache_bf16_weights`].
+    head_bf16: Option<Tensor>,
     inv_freq: Tensor,
     mode: Arc<Mode>,
 }
@@ -581,9 +693,27 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            head_bf16: None,
             inv_freq,
             mode,
         }
+    }
+
+    /// Mixed-precision inference: switches bf16 compute on and keeps a bf16 copy of every
+    /// linear map's weight (and of the head), so that no weight is cast per call, while the
+    /// embeddings, norms, residual stream, RoPE and softmax statistics stay f32. For models whose
+    /// weights no longer change (scoring); a later change of the f32 weights is not seen.
+    pub fn cache_bf16_weights(&mut self) {
+        tch::no_grad(|| {
+            for (_, _, lin) in self.linears_mut() {
+                let w = lin.weight.to_kind(Kind::BFloat16);
+                let b = lin.bias.as_ref().map(|b| b.to_kind(Kind::BFloat16));
+                lin.bf16_copy = Some((w, b));
+            }
+            let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+            self.head_bf16 = Some(head.to_kind(Kind::BFloat16));
+        });
+        self.set_bf16_compute(true);
     }
 
     /// Training mode switches LoRA dropout on, and the residual dropout of
@@ -727,7 +857,7 @@ impl Llama {
         mask: Mask,
     ) -> Tensor {
         let mut x = self.drop(Tensor::embedding(&self.embed_tokens, ids, -1, false, false));
-        let (cos, sin) = self.rope(positions, self.compute_kind());
+        let (cos, sin) = self.rope(positions, Kind::Float);
         let mut fresh = Vec::with_capacity(self.layers.len());
         let past = cache.as_ref().map(|c| &c.layers);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -756,11 +886,18 @@ impl Llama {
 
     /// Logits `[…, V]` (f32) from hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let k = self.compute_kind();
+        let w = match (&self.head_bf16, k) {
+            (Some(w), Kind::BFloat16) => w.shallow_clone(),
+            _ => self
+                .lm_head
+                .as_ref()
+                .unwrap_or(&self.embed_tokens)
+                .to_kind(k),
+        };
         hidden
             .to_kind(k)
-            .linear::<Tensor>(&w.to_kind(k), None)
+            .linear::<Tensor>(&w, None)
             .to_kind(Kind::Float)
     }
 
@@ -771,5 +908,88 @@ impl Llama {
             .unsqueeze(0)
             .expand([b, t], false);
         self.logits(&self.hidden(ids, &positions, None, Mask::Causal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused CPU tree attention (flash attention over the context, explicit ancestors, merged
+    /// through log-sum-exps) equals the explicit one that materializes every score.
+    #[test]
+    fn fused_tree_attention_equals_the_explicit_one() {
+        tch::manual_seed(7);
+        let cfg = LlamaConfig::small(50, 24, 32, 1, 6, 2, 64, false);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Llama::new(&vs.root(), &cfg, false);
+        let attn = &m.layers[0].self_attn;
+        let (r, h, kvh, hd, lc) = (3i64, 6i64, 2i64, 4i64, 9i64);
+        // A trie: 2 roots, 3 nodes at depth 2, 1 at depth 3 (parents listed per node).
+        let parents: [Option<usize>; 6] = [None, None, Some(0), Some(0), Some(1), Some(3)];
+        let depth = |mut i: usize| {
+            let mut d = 1;
+            while let Some(p) = parents[i] {
+                d += 1;
+                i = p;
+            }
+            d
+        };
+        let mut levels = Vec::new();
+        let mut start = 0usize;
+        while start < parents.len() {
+            let d = depth(start);
+            let len = (start..parents.len())
+                .take_while(|&i| depth(i) == d)
+                .count();
+            let mut anc = Vec::new();
+            for i in start..start + len {
+                let mut j = Some(i);
+                while let Some(a) = j {
+                    anc.push(a as i64);
+                    j = parents[a];
+                }
+            }
+            levels.push(TreeLevel {
+                start: start as i64,
+                len: len as i64,
+                depth: d as i64,
+                anc: Tensor::from_slice(&anc),
+            });
+            start += len;
+        }
+        let n = parents.len() as i64;
+        let q = Tensor::randn([r, h, n, hd], (Kind::Float, Device::Cpu));
+        let k = Tensor::randn([r, kvh, n, hd], (Kind::Float, Device::Cpu));
+        let v = Tensor::randn([r, kvh, n, hd], (Kind::Float, Device::Cpu));
+        let ctx_lens = [9i64, 4, 6];
+        let ctx_valid = Tensor::arange(lc, (Kind::Int64, Device::Cpu))
+            .unsqueeze(0)
+            .lt_tensor(&Tensor::from_slice(&ctx_lens).unsqueeze(1));
+        for batch in [1, r] {
+            let pk = Tensor::randn([batch, kvh, lc, hd], (Kind::Float, Device::Cpu));
+            let pv = Tensor::randn([batch, kvh, lc, hd], (Kind::Float, Device::Cpu));
+            let want = attn.tree_attention(&q, &k, &v, &pk, &pv, &ctx_valid, &levels);
+            let got = attn.tree_attention_fused(&q, &k, &v, &pk, &pv, &ctx_lens, &levels);
+            assert_eq!(got.size(), want.size());
+            let d = (&got - &want).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "cache batch {batch}: max |Δ| = {d}");
+            // In bf16, within bf16 rounding of the same computation.
+            let b = |t: &Tensor| t.to_kind(Kind::BFloat16);
+            let got = attn.tree_attention_fused(
+                &b(&q),
+                &b(&k),
+                &b(&v),
+                &b(&pk),
+                &b(&pv),
+                &ctx_lens,
+                &levels,
+            );
+            let d = (got.to_kind(Kind::Float) - &want)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 0.05, "bf16, cache batch {batch}: max |Δ| = {d}");
+        }
     }
 }

@@ -97,7 +97,12 @@ fn transformers_5_configs_and_weights_match_transformers_5() {
         let text = std::fs::read_to_string(fixture(name).join("config.json")).unwrap();
         let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert!(raw.get("rope_parameters").is_some() && raw.get("rope_theta").is_none());
-        assert!(raw["transformers_version"].as_str().unwrap().starts_with("5."));
+        assert!(
+            raw["transformers_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("5.")
+        );
         check(name);
     }
     // The llama3 scaling comes through `rope_parameters` as it does through `rope_scaling`.

@@ -48,12 +48,14 @@ fn trie_scores_equal_naive_scores_for_every_label() {
         let (_vs, model) = tiny(&cfg, 7, 0.2);
         let text: Vec<i64> = (0..48).map(|i| (i * 7 + 3) % 40).collect();
         let contexts = [1usize, 6, 17, 30, 41];
-        for budget in [512 << 20, 1] {
+        // Both kernel sets: the fused CPU tree attention and the explicit reference one.
+        for (budget, reference_kernels) in [(512 << 20, false), (1, false), (512 << 20, true)] {
             let scorer = Scorer::new(
                 &model,
                 trie.clone(),
                 ScoreOptions {
                     mem_budget_bytes: budget,
+                    reference_kernels,
                 },
             );
             let got = scorer.score_text(&text, &contexts).unwrap();
