@@ -267,6 +267,14 @@ pub enum LmCommand {
         file: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Split text before BPE as NAME (gpt2 or smollm) instead of what the file's
+        /// `tokenizer.ggml.pre` says (needed when it is absent or unsupported and you know).
+        #[arg(long, value_name = "NAME")]
+        pre_tokenizer: Option<String>,
+        /// Import a file with a `rope_freqs.weight` tensor (Llama 3.1 RoPE factors) anyway:
+        /// the tensor is dropped and you must add the original `rope_scaling` to config.json.
+        #[arg(long)]
+        allow_rope_freqs: bool,
     },
     /// Write a randomly initialised model for from-scratch training.
     Init {
@@ -343,8 +351,13 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
             let dir = fetch(name, cache.as_deref())?;
             println!("{}", dir.display());
         }
-        LmCommand::ImportGguf { file, out } => {
-            import_gguf(file, out)?;
+        LmCommand::ImportGguf {
+            file,
+            out,
+            pre_tokenizer,
+            allow_rope_freqs,
+        } => {
+            import_gguf(file, out, pre_tokenizer.as_deref(), *allow_rope_freqs)?;
             println!("{}", out.display());
         }
         LmCommand::Init {
@@ -523,7 +536,7 @@ fn fetch(name: &str, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
     }
     eprintln!("sha256 verified: {SMOLLM2_SHA256}");
-    import_gguf(&gguf, &out)?;
+    import_gguf(&gguf, &out, None, false)?;
     std::fs::write(
         &stamp,
         serde_json::to_string_pretty(&serde_json::json!({
@@ -536,7 +549,19 @@ fn fetch(name: &str, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// GGUF → HF directory (f32 safetensors, config.json, tokenizer.json from the metadata).
-pub fn import_gguf(file: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn import_gguf(
+    file: &Path,
+    out: &Path,
+    pre_tokenizer: Option<&str>,
+    allow_rope_freqs: bool,
+) -> anyhow::Result<()> {
+    let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    // The tokenizer first: a pre-tokenizer we cannot reproduce fails before the long import.
+    let meta = labor_text::gguf::read_metadata(BufReader::new(f))
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let tok = labor_text::gguf::tokenizer_from_metadata(&meta, pre_tokenizer)
+        .map_err(|e| InvalidInput(format!("{}: tokenizer: {e}", file.display())))?;
+    let tok_json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
     let pb = ProgressBar::new(0);
@@ -545,20 +570,17 @@ pub fn import_gguf(file: &Path, out: &Path) -> anyhow::Result<()> {
             .expect("template")
             .progress_chars("=> "),
     );
-    let (cfg, tensors) = labor_lm::gguf::import_llama(&mut r, |i, n| {
+    let (cfg, tensors) = labor_lm::gguf::import_llama_with(&mut r, allow_rope_freqs, |i, n| {
         pb.set_length(n as u64);
         pb.set_position(i as u64);
     })
-    .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    .map_err(|e| match e {
+        labor_lm::gguf::GgufImportError::RopeFreqs => {
+            anyhow!(InvalidInput(format!("{}: {e}", file.display())))
+        }
+        e => anyhow!("{}: {e}", file.display()),
+    })?;
     pb.finish_and_clear();
-    let meta = {
-        let f = File::open(file)?;
-        labor_text::gguf::read_metadata(BufReader::new(f))
-            .map_err(|e| anyhow!("{}: {e}", file.display()))?
-    };
-    let tok = labor_text::gguf::tokenizer_from_metadata(&meta)
-        .map_err(|e| anyhow!("{}: tokenizer: {e}", file.display()))?;
-    let tok_json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
     let named: std::collections::BTreeMap<String, tch::Tensor> = tensors
         .into_iter()
         .map(|(name, shape, data)| {

@@ -122,6 +122,10 @@ pub enum TokenizerCommand {
         gguf: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Split text before BPE as NAME (gpt2 or smollm) instead of what the file's
+        /// `tokenizer.ggml.pre` says (needed when it is absent or unsupported and you know).
+        #[arg(long, value_name = "NAME")]
+        pre_tokenizer: Option<String>,
         /// Check label alignment on this panel's texts.
         #[arg(long)]
         panel: Option<PathBuf>,
@@ -358,6 +362,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
         TokenizerCommand::FromGguf {
             gguf,
             out,
+            pre_tokenizer,
             panel,
             input,
             text,
@@ -366,8 +371,8 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                 .with_context(|| format!("cannot open {}", gguf.display()))?;
             let meta = labor_text::gguf::read_metadata(std::io::BufReader::new(f))
                 .map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
-            let tok = labor_text::gguf::tokenizer_from_metadata(&meta)
-                .map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
+            let tok = labor_text::gguf::tokenizer_from_metadata(&meta, pre_tokenizer.as_deref())
+                .map_err(|e| crate::io::InvalidInput(format!("{}: {e}", gguf.display())))?;
             let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;
             write_atomic(out, |w| Ok(w.write_all(json.as_bytes())?))?;
             println!(

@@ -224,6 +224,14 @@ pub enum GgufImportError {
     },
     #[error("GGUF metadata key {key}: {what}")]
     Key { key: String, what: String },
+    #[error(
+        "the file has a rope_freqs.weight tensor: Llama 3.1 style RoPE frequency factors, which \
+         llama.cpp derives from the model's rope_scaling. GGUF does not record that rope_scaling, \
+         so the model cannot be imported exactly; import it from its Hugging Face directory \
+         instead, or pass --allow-rope-freqs and put the original rope_scaling into the written \
+         config.json yourself"
+    )]
+    RopeFreqs,
     #[error("GGUF tensor info {index} ({name:?}): {what}")]
     BadTensorInfo {
         index: u64,
@@ -969,7 +977,8 @@ fn llama_tensors(c: &LlamaConfig) -> Vec<(String, String, Vec<usize>, Permute)> 
     out
 }
 
-/// GGUF tensor that [`import_llama`] skips: llama.cpp's per-dimension RoPE frequency factors.
+/// llama.cpp's per-dimension RoPE frequency factors (refused unless allowed, see
+/// [`import_llama_with`]).
 const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// Every tensor of a llama GGUF, dequantized to f32, with its Hugging Face name
@@ -981,14 +990,26 @@ const ROPE_FREQS: &str = "rope_freqs.weight";
 /// (`done` = 1..=`total`, `total` = the number returned).
 ///
 /// Every tensor's shape is checked against the metadata first, and any tensor name that is
-/// not one of the above is an error naming it, except `rope_freqs.weight`, which is skipped:
-/// it holds the per-frequency RoPE factors that llama.cpp derives from the Hugging Face
-/// `rope_scaling` (Llama 3.1 style models). GGUF does not record those `rope_scaling` values as
-/// metadata, so for such a file the returned config has `rope_scaling: None` and the caller
-/// must take `rope_scaling` from the original config.json.
+/// not one of the above is an error naming it. `rope_freqs.weight` is an error too
+/// ([`GgufImportError::RopeFreqs`]): it holds the per-frequency RoPE factors that llama.cpp
+/// derives from the Hugging Face `rope_scaling` (Llama 3.1 style models), which GGUF does not
+/// record, so the imported model would compute a different RoPE. See [`import_llama_with`].
 #[allow(clippy::type_complexity)]
 pub fn import_llama<R: Read + Seek>(
     r: &mut R,
+    progress: impl FnMut(usize, usize),
+) -> Result<(LlamaConfig, Vec<(String, Vec<usize>, Vec<f32>)>), GgufImportError> {
+    import_llama_with(r, false, progress)
+}
+
+/// [`import_llama`], with `allow_rope_freqs`: skip a `rope_freqs.weight` tensor instead of
+/// refusing the file. The returned config then has `rope_scaling: None` and the caller must take
+/// `rope_scaling` from the original config.json (what the user knowingly accepts with
+/// `labor lm import-gguf --allow-rope-freqs`).
+#[allow(clippy::type_complexity)]
+pub fn import_llama_with<R: Read + Seek>(
+    r: &mut R,
+    allow_rope_freqs: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(LlamaConfig, Vec<(String, Vec<usize>, Vec<f32>)>), GgufImportError> {
     let index = read_index(r)?;
@@ -1004,7 +1025,8 @@ pub fn import_llama<R: Read + Seek>(
     for t in &index.tensors {
         match slot.get(t.name.as_str()) {
             Some(&i) => found[i] = Some(t),
-            None if t.name == ROPE_FREQS => {}
+            None if t.name == ROPE_FREQS && allow_rope_freqs => {}
+            None if t.name == ROPE_FREQS => return Err(GgufImportError::RopeFreqs),
             None => unknown.push(t.name.clone()),
         }
     }
@@ -1389,7 +1411,7 @@ mod tests {
     }
 
     /// One-layer llama: d = 32, 2 heads and 1 kv head of 16, ffn 64, 10 tokens, tied
-    /// embeddings; q in Q8_0, k in Q4_0, ffn_down in F16, the rest F32, plus rope_freqs.
+    /// embeddings; q in Q8_0, k in Q4_0, ffn_down in F16, the rest F32.
     fn tiny(alignment: Option<u32>) -> Tiny {
         let mut g = Builder::default();
         g.str("general.architecture", "llama");
@@ -1440,7 +1462,6 @@ mod tests {
             .collect();
         let (d, f) = (D as u64, F as u64);
         g.tensor("token_embd.weight", &[d, V as u64], 0, f32_bytes(&embed));
-        g.tensor("rope_freqs.weight", &[8], 0, f32_bytes(&[1.0; 8]));
         g.tensor("blk.0.attn_norm.weight", &[d], 0, f32_bytes(&values(D, 1)));
         g.tensor("blk.0.attn_q.weight", &[d, d], 8, q8);
         g.tensor(
@@ -1493,7 +1514,7 @@ mod tests {
             let index = read_index(&mut Cursor::new(&bytes)).unwrap();
             assert_eq!(index.data_start, data_start);
             assert_eq!(index.data_start % u64::from(alignment.unwrap_or(32)), 0);
-            assert_eq!(index.tensors.len(), 12);
+            assert_eq!(index.tensors.len(), 11);
             let q = index.tensor("blk.0.attn_q.weight").unwrap();
             assert_eq!((q.shape.as_slice(), q.ty), (&[D, D][..], GgmlType::Q8_0));
             let k = index.tensor("blk.0.attn_k.weight").unwrap();
@@ -1587,6 +1608,19 @@ mod tests {
         let e = import_llama(&mut Cursor::new(&bytes), |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("blk.0.attn_mystery.weight"), "{e}");
 
+        // Llama 3.1 RoPE factors: refused (the rope_scaling they come from is not in the file)
+        // unless the caller knowingly allows them.
+        let mut t = tiny(None);
+        t.builder
+            .tensor("rope_freqs.weight", &[4], 0, f32_bytes(&[1.0; 4]));
+        let (bytes, _) = t.builder.build(32);
+        let e = import_llama(&mut Cursor::new(&bytes), |_, _| {}).unwrap_err();
+        assert!(matches!(e, GgufImportError::RopeFreqs), "{e}");
+        assert!(e.to_string().contains("--allow-rope-freqs"), "{e}");
+        let (c, tensors) = import_llama_with(&mut Cursor::new(&bytes), true, |_, _| {}).unwrap();
+        assert!(c.rope_scaling.is_none());
+        assert!(tensors.iter().all(|t| t.0 != "rope_freqs.weight"));
+
         let mut t = tiny(None);
         t.builder.tensors.retain(|t| t.0 != "blk.0.ffn_up.weight");
         let (bytes, _) = t.builder.build(32);
@@ -1639,7 +1673,7 @@ mod tests {
 
         // A type id ggml does not know: listed in the index, reading it names tensor and id.
         let mut t = tiny(None);
-        t.builder.tensors[3].2 = 99;
+        t.builder.tensors[2].2 = 99;
         let (bytes, _) = t.builder.build(32);
         let index = read_index(&mut Cursor::new(&bytes)).unwrap();
         let q = index.tensor("blk.0.attn_q.weight").unwrap();

@@ -49,7 +49,7 @@ fn smollm2_tokenizer_matches_its_merges_and_aligns_the_default_taxonomy() {
     let path = gguf();
     let f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
     let meta = read_metadata(f).unwrap();
-    let tok = tokenizer_from_metadata(&meta).unwrap();
+    let tok = tokenizer_from_metadata(&meta, None).unwrap();
     let strings = |k: &str| -> Vec<String> {
         meta.kv[k]
             .as_array()
