@@ -101,9 +101,25 @@ fn tune_allocator() {
     }
 }
 
+/// Exit status of a usage error (BSD `sysexits.h` EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    // Usage errors (unknown flags, missing arguments) exit 64 (EX_USAGE), distinct from invalid
+    // input (2); `--help` and `--version` exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let result = match &cli.command {
         Command::Data(c) => data::run(c),
         Command::Taxonomy(c) => taxonomy::run(c),

@@ -329,11 +329,16 @@ impl Runner {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(anyhow!(
+            let msg = format!(
                 "{label} failed ({status}); the last lines of {}:\n{}",
                 log_path.display(),
                 tail.join("\n")
-            ));
+            );
+            // A stage that rejected its input (exit 2) makes the whole run exit 2 too.
+            if status.code() == Some(2) {
+                return Err(anyhow!(crate::io::InvalidInput(msg)));
+            }
+            return Err(anyhow!(msg));
         }
         std::fs::write(&done, &key)?;
         println!("{label}: {secs:.1} s");

@@ -96,6 +96,18 @@ fn bad_invocations_fail_clearly() {
     );
     let o = labor(&["--version"]);
     assert!(text(&o).0.starts_with("labor 0.1.0"));
+    assert_eq!(o.status.code(), Some(0));
+    // Usage errors exit 64, distinct from invalid input (2); help exits 0.
+    for args in [
+        vec!["data", "validate"],
+        vec!["score", "--no-such-flag"],
+        vec!["frobnicate"],
+    ] {
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {:?}", text(&o));
+        assert!(!text(&o).1.is_empty(), "{args:?}: usage error printed");
+    }
+    assert_eq!(labor(&["score", "--help"]).status.code(), Some(0));
     let o = labor(&["data", "--help"]);
     for cmd in ["validate", "stats", "convert", "import", "split"] {
         assert!(text(&o).0.contains(cmd), "{cmd}");
