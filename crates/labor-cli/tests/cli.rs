@@ -508,8 +508,9 @@ fn text_render_and_tokenizer_train_check() {
         json["pre_tokenizer"]
     );
     assert_eq!(json["pre_tokenizer"]["pretokenizers"][0]["type"], "Split");
+    // A bad flag value is a usage error (64), with clap's message naming the choices.
     let o = train_tok("words", &seg);
-    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert_eq!(o.status.code(), Some(64), "{:?}", text(&o));
     assert!(text(&o).1.contains("\"segments\""), "{:?}", text(&o));
     let with_ids = dir.path().join("ids.jsonl");
     let o = labor(&[
