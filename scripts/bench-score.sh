@@ -58,8 +58,10 @@ print(json.dumps({
 PYEOF
 SMOL=${LABOR_CACHE:-$HOME/.cache/labor-llm}/models/smollm2-135m-instruct
 if [ -d "$SMOL" ]; then
-  echo "== SmolLM2-135M: trie scoring records/s"
-  $L bench score --model "$SMOL" --panel "$W/syn/panel.parquet" --persons "$PERSONS" --records "$RECORDS" --no-naive
+  echo "== SmolLM2-135M: trie scoring records/s, reference kernels vs today's f32 vs bf16 (one run),"
+  echo "   and today's f32 against the naive per-label loop on one record (about 5 min)"
+  $L bench score --model "$SMOL" --panel "$W/syn/panel.parquet" --persons "$PERSONS" --records "$RECORDS" \
+    --compare --naive-records 1
 else
   echo "(SmolLM2 not fetched: run \`labor lm fetch smollm2\` to include it)"
 fi
