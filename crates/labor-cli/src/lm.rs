@@ -63,37 +63,46 @@ pub fn load_model(
     if dir.join("adapter_config.json").exists() {
         return load_adapter(dir, None, device, kind);
     }
+    // What is wrong inside a model directory is invalid input (exit 2); failing to read a file
+    // that exists is not.
+    let invalid = |msg: String| anyhow!(InvalidInput(msg));
     if !dir.is_dir() {
-        bail!("{}: not a model directory", dir.display());
+        return Err(invalid(format!("{}: not a model directory", dir.display())));
     }
     let cfg_path = dir.join("config.json");
     let cfg = LlamaConfig::from_json(
-        &String::from_utf8(read(&cfg_path)?).context("config.json is not UTF-8")?,
+        &String::from_utf8(read(&cfg_path)?)
+            .map_err(|_| invalid(format!("{}: not UTF-8", cfg_path.display())))?,
     )
-    .map_err(|e| InvalidInput(format!("{}: {e}", cfg_path.display())))?;
+    .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer_json =
-        String::from_utf8(read(&tok_path)?).context("tokenizer.json is not UTF-8")?;
+    let tokenizer_json = String::from_utf8(read(&tok_path)?)
+        .map_err(|_| invalid(format!("{}: not UTF-8", tok_path.display())))?;
     let tokenizer = labor_text::tokenize::from_json(tokenizer_json.as_bytes())
-        .map_err(|e| anyhow!("{}: {e}", tok_path.display()))?;
+        .map_err(|e| invalid(format!("{}: {e}", tok_path.display())))?;
     let vocab = tokenizer.get_vocab_size(true);
     if vocab > cfg.vocab_size {
-        bail!(
+        return Err(invalid(format!(
             "{}: the tokenizer has {vocab} tokens but the model only {}",
             dir.display(),
             cfg.vocab_size
-        );
+        )));
     }
     let files: Vec<String> = if dir.join("model.safetensors").exists() {
         vec!["model.safetensors".into()]
     } else if dir.join("model.safetensors.index.json").exists() {
         let index = read(&dir.join("model.safetensors.index.json"))?;
-        weights::shard_names(&String::from_utf8_lossy(&index))?
+        weights::shard_names(&String::from_utf8_lossy(&index)).map_err(|e| {
+            invalid(format!(
+                "{}: {e}",
+                dir.join("model.safetensors.index.json").display()
+            ))
+        })?
     } else {
-        bail!(
+        return Err(invalid(format!(
             "{}: no model.safetensors or model.safetensors.index.json",
             dir.display()
-        );
+        )));
     };
     let mut vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &cfg, trainable);
@@ -106,7 +115,7 @@ pub fn load_model(
         .zip(&bytes)
         .map(|(f, b)| (f.as_str(), b.as_slice()))
         .collect();
-    weights::load_into(&vs, &parts).with_context(|| format!("{}", dir.display()))?;
+    weights::load_into(&vs, &parts).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
     drop(bytes);
     let mut model = model;
     if kind == Kind::BFloat16 && !trainable {
@@ -139,7 +148,7 @@ pub fn load_adapter(
         &std::fs::read_to_string(&cfg_path)
             .with_context(|| format!("cannot read {}", cfg_path.display()))?,
     )
-    .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+    .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", cfg_path.display()))))?;
     let base = match base {
         Some(b) => b.to_path_buf(),
         None => {
@@ -155,7 +164,7 @@ pub fn load_adapter(
         .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
     let w = read(&dir.join("adapter_model.safetensors"))?;
     weights::load_into(&avs, &[("adapter_model.safetensors", &w)])
-        .with_context(|| format!("{}", dir.display()))?;
+        .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", dir.display()))))?;
     if kind == Kind::BFloat16 {
         // The base's matrices get bf16 copies; the adapters are cast per call.
         m.model.cache_bf16_weights();

@@ -601,6 +601,34 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
         serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
     cfg["attn_logit_softcapping"] = 50.0.into();
     std::fs::write(odd.join("config.json"), cfg.to_string()).unwrap();
+    // A directory without weights, and one whose weights miss a tensor: invalid input too.
+    let empty = d.join("no-weights");
+    std::fs::create_dir(&empty).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(model.join(f), empty.join(f)).unwrap();
+    }
+    let o = labor(&["lm", "info", p(&empty)]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("no model.safetensors"),
+        "{:?}",
+        text(&o)
+    );
+    let mut bigger = cfg.clone();
+    bigger
+        .as_object_mut()
+        .unwrap()
+        .remove("attn_logit_softcapping");
+    bigger["num_hidden_layers"] = 2.into();
+    std::fs::write(empty.join("config.json"), bigger.to_string()).unwrap();
+    std::fs::copy(
+        model.join("model.safetensors"),
+        empty.join("model.safetensors"),
+    )
+    .unwrap();
+    let o = labor(&["lm", "info", p(&empty)]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("model.layers.1."), "{:?}", text(&o));
     for args in [
         vec!["lm", "info", p(&odd)],
         vec![
