@@ -1760,3 +1760,183 @@ fn score_shards_are_disjoint_and_equal_one_run_row_for_row() {
         assert_ne!(o.status.code(), Some(0), "--shard {bad} was accepted");
     }
 }
+
+/// `presets/gpu.toml` shrunk to seconds and moved to the CPU, everything else as shipped: the
+/// same stages (full fine-tuning in bf16 with one micro-batch per step, pooled surveys, un-tuned
+/// and in-context scoring, CAREER pre-trained on resumes, ablations), scored in bf16 as CUDA
+/// would (`--dtype auto` is bf16 there). Every device and precision setting the GPU preset uses
+/// runs here, on a tiny random base model instead of SmolLM2.
+#[test]
+fn gpu_preset_shrunk_runs_end_to_end_on_cpu_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A tiny "pre-trained" base: random weights over a label-complete tokenizer.
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "60",
+        "--seed",
+        "9",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let tok = d.join("tok.json");
+    let panel = syn.join("panel.parquet");
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--vocab-size",
+        "800",
+        "--out",
+        p(&tok),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let shape = d.join("shape.toml");
+    std::fs::write(
+        &shape,
+        "hidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 1\n\
+         num_attention_heads = 2\nnum_key_value_heads = 1\nmax_position_embeddings = 2048\n",
+    )
+    .unwrap();
+    let base = d.join("base");
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&base),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../presets/gpu.toml"),
+    )
+    .unwrap();
+    let mut t: toml::Table = toml::from_str(&shipped).unwrap();
+    // What the GPU preset asks of the hardware, kept: bf16 training, one micro-batch per step.
+    let train = t["lm"]["finetune"]["train"].as_table().unwrap().clone();
+    assert_eq!(train["device"].as_str(), Some("cuda"));
+    assert_eq!(train["precision"].as_str(), Some("bf16"));
+    assert_eq!(
+        t["lm"]["score_args"].as_array().unwrap()[1].as_str(),
+        Some("cuda")
+    );
+    // Shrunk and moved to the CPU.
+    for (w, n) in [
+        ("nlsy79", 50),
+        ("nlsy97", 40),
+        ("psid", 40),
+        ("resumes", 60),
+    ] {
+        t["worlds"][w]["workers"] = n.into();
+    }
+    t.insert("score_persons".into(), 2.into());
+    t["comparison"]["models"] = toml::Value::Array(
+        ["markov1", "career-pretrained"]
+            .iter()
+            .map(|&m| m.into())
+            .collect(),
+    );
+    let career: Vec<toml::Value> = [
+        "--device",
+        "cpu",
+        "--layers",
+        "1",
+        "--width",
+        "16",
+        "--heads",
+        "2",
+        "--ffn",
+        "32",
+        "--epochs",
+        "1",
+        "--pretrain-epochs",
+        "1",
+    ]
+    .iter()
+    .map(|&a| a.into())
+    .collect();
+    t["comparison"]["args"] = toml::Value::Table(
+        [("career-pretrained".to_string(), toml::Value::Array(career))]
+            .into_iter()
+            .collect(),
+    );
+    let lm = t["lm"].as_table_mut().unwrap();
+    lm.insert("base".into(), p(&base).into());
+    lm.insert("max_context".into(), 1024.into());
+    lm.insert(
+        "score_args".into(),
+        toml::Value::Array(vec![
+            "--device".into(),
+            "cpu".into(),
+            "--dtype".into(),
+            "bf16".into(),
+        ]),
+    );
+    let train = lm["finetune"]["train"].as_table_mut().unwrap();
+    train.remove("epochs");
+    for (k, v) in [
+        ("total_steps", 3),
+        ("batch_size", 2),
+        ("eval_every", 3),
+        ("eval_texts", 4),
+        ("checkpoint_every", 3),
+        ("max_seq_len", 512),
+    ] {
+        train.insert(k.into(), v.into());
+    }
+    train.insert("device".into(), "cpu".into());
+    t["lm"]["finetune"]["optim"]["warmup_steps"] = 1.into();
+    t["eval"]["bootstrap"] = 20.into();
+    // Two of the four ablations (a template switch and the data fraction) keep it short.
+    let ablations = t["ablation"].as_array_mut().unwrap();
+    ablations.retain(|a| ["codes", "half-data"].contains(&a["name"].as_str().unwrap()));
+    assert_eq!(ablations.len(), 2);
+    let preset = d.join("gpu-on-cpu.toml");
+    std::fs::write(&preset, toml::to_string(&t).unwrap()).unwrap();
+
+    let out = d.join("out");
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}\n{se}");
+    for m in [
+        "| oracle |",
+        "| markov1 |",
+        "| career-pretrained |",
+        "| lm-ft |",
+        "| lm-untuned |",
+        "| lm-icl3 |",
+        "| lm-ft-codes |",
+        "| lm-ft-half-data |",
+    ] {
+        assert!(so.contains(m), "{m} missing from the headline:\n{so}");
+    }
+    // The fine-tuning really ran in bf16 on the CPU, and its loss is finite.
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("runs/lm-ft/config.toml")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["train"]["precision"].as_str(), Some("bf16"));
+    assert_eq!(cfg["train"]["device"].as_str(), Some("cpu"));
+    let log = std::fs::read_to_string(out.join("logs/score-lm-ft.log"))
+        .or_else(|_| {
+            std::fs::read_dir(out.join("logs"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.to_string_lossy().contains("lm-ft") && p.to_string_lossy().contains("score")
+                })
+                .map(std::fs::read_to_string)
+                .unwrap()
+        })
+        .unwrap();
+    assert!(log.contains("BFloat16"), "scored in bf16:\n{log}");
+}
