@@ -212,6 +212,25 @@ fn deviation(a: &[Vec<f64>], b: &[Vec<f64>]) -> (f64, f64) {
     (max, d.iter().sum::<f64>() / d.len().max(1) as f64)
 }
 
+/// The scorer of `m` over the renderer's labels, named `lm`, without a context limit.
+fn predictor<'a>(
+    m: &'a crate::lm::ModelDir,
+    renderer: &'a Renderer<'a>,
+    taxonomy: &'a labor_data::Taxonomy,
+    options: ScoreOptions,
+) -> anyhow::Result<LmPredictor<'a>> {
+    LmPredictor::new(
+        "lm",
+        &m.model,
+        &m.tokenizer,
+        renderer,
+        taxonomy,
+        options,
+        None,
+    )
+    .map_err(|e| anyhow!(e))
+}
+
 fn score(a: &BenchScoreArgs) -> CmdResult {
     let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
@@ -223,16 +242,7 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
     let mut m = load_model(&a.model, device, kind, false)?;
     let renderer =
         Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
-    let mut lm = LmPredictor::new(
-        "lm",
-        &m.model,
-        &m.tokenizer,
-        &renderer,
-        &panel.taxonomy,
-        ScoreOptions::default(),
-        None,
-    )
-    .map_err(|e| anyhow!(e))?;
+    let mut lm = predictor(&m, &renderer, &panel.taxonomy, ScoreOptions::default())?;
     let conts = lm.continuations().to_vec();
     let trie_nodes = lm.trie_nodes();
     let spec = SplitSpec::default();
@@ -272,31 +282,14 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
     let mut compared = None;
     if a.compare {
         drop(lm);
-        let reference = LmPredictor::new(
-            "lm",
-            &m.model,
-            &m.tokenizer,
-            &renderer,
-            &panel.taxonomy,
-            ScoreOptions {
-                reference_kernels: true,
-                ..ScoreOptions::default()
-            },
-            None,
-        )
-        .map_err(|e| anyhow!(e))?;
+        let options = ScoreOptions {
+            reference_kernels: true,
+            ..ScoreOptions::default()
+        };
+        let reference = predictor(&m, &renderer, &panel.taxonomy, options)?;
         let (ref_logp, ref_s) = timed(&mut { reference })?;
         m.model.cache_bf16_weights();
-        let bf16 = LmPredictor::new(
-            "lm",
-            &m.model,
-            &m.tokenizer,
-            &renderer,
-            &panel.taxonomy,
-            ScoreOptions::default(),
-            None,
-        )
-        .map_err(|e| anyhow!(e))?;
+        let bf16 = predictor(&m, &renderer, &panel.taxonomy, ScoreOptions::default())?;
         let (bf_logp, bf_s) = timed(&mut { bf16 })?;
         // The quantity perplexity is made of: the true label's normalized log-probability.
         let norm = |l: &[Vec<f64>]| -> Vec<f64> {
