@@ -537,10 +537,9 @@ fn text_render_and_tokenizer_train_check() {
     assert!(first["ids"].as_array().unwrap().len() > 20);
 }
 
-#[test]
-fn lm_init_then_score_writes_valid_predictions_and_distributions() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A 60-worker nlsy79 world (`d/syn`, seed `seed`) and a label-complete BPE tokenizer of
+/// `vocab` tokens trained on it (`d/tok.json`): the panel and tokenizer paths.
+fn world_and_tokenizer(d: &Path, seed: &str, vocab: &str) -> (PathBuf, PathBuf) {
     let syn = d.join("syn");
     let o = labor(&[
         "synth",
@@ -549,7 +548,7 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
         "--workers",
         "60",
         "--seed",
-        "4",
+        seed,
         "--out",
         p(&syn),
     ]);
@@ -562,11 +561,19 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
         "--panel",
         p(&panel),
         "--vocab-size",
-        "1500",
+        vocab,
         "--out",
         p(&tok),
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    (panel, tok)
+}
+
+#[test]
+fn lm_init_then_score_writes_valid_predictions_and_distributions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (panel, tok) = world_and_tokenizer(d, "4", "1500");
     let shape = d.join("tiny.toml");
     std::fs::write(
         &shape,
@@ -1771,32 +1778,7 @@ fn gpu_preset_shrunk_runs_end_to_end_on_cpu_in_bf16() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A tiny "pre-trained" base: random weights over a label-complete tokenizer.
-    let syn = d.join("syn");
-    let o = labor(&[
-        "synth",
-        "--world",
-        "nlsy79",
-        "--workers",
-        "60",
-        "--seed",
-        "9",
-        "--out",
-        p(&syn),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let tok = d.join("tok.json");
-    let panel = syn.join("panel.parquet");
-    let o = labor(&[
-        "tokenizer",
-        "train",
-        "--panel",
-        p(&panel),
-        "--vocab-size",
-        "800",
-        "--out",
-        p(&tok),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (_panel, tok) = world_and_tokenizer(d, "9", "800");
     let shape = d.join("shape.toml");
     std::fs::write(
         &shape,
