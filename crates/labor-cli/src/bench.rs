@@ -240,8 +240,9 @@ fn score(a: &BenchScoreArgs) -> CmdResult {
         resolve_kind(&a.dtype, device)?
     };
     let mut m = load_model(&a.model, device, kind, false)?;
-    let renderer =
-        Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
+    let switches = crate::lm::model_switches(a.text.switches(), &m.tokenizer, &panel.taxonomy)
+        .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let renderer = Renderer::new(&template, switches, &panel.taxonomy).map_err(|e| anyhow!(e))?;
     let mut lm = predictor(&m, &renderer, &panel.taxonomy, ScoreOptions::default())?;
     let conts = lm.continuations().to_vec();
     let trie_nodes = lm.trie_nodes();

@@ -165,6 +165,48 @@ pub fn load_adapter(
     let w = read(&dir.join("adapter_model.safetensors"))?;
     weights::load_into(&avs, &[("adapter_model.safetensors", &w)])
         .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", dir.display()))))?;
+    let rows_path = dir.join(LABEL_ROWS_FILE);
+    if rows_path.exists() {
+        let (first, embed, head) = read_label_rows(&rows_path)?;
+        let d = m.model.config.hidden_size as i64;
+        if embed.size()[1] != d || first > m.model.config.vocab_size as i64 {
+            return Err(anyhow!(InvalidInput(format!(
+                "{}: label rows of width {} from id {first} do not fit the base ({} rows of width {d})",
+                rows_path.display(),
+                embed.size()[1],
+                m.model.config.vocab_size
+            ))));
+        }
+        m.model.label_rows = Some(labor_lm::model::LabelRows {
+            first,
+            embed: embed.to_device(device),
+            head: head.to_device(device),
+        });
+        m.model.fold_label_rows();
+    }
+    // The adapter's own tokenizer (label tokens may have been added to the base's).
+    let tok_path = dir.join("tokenizer.json");
+    if tok_path.exists() {
+        let json = String::from_utf8(read(&tok_path)?)
+            .map_err(|_| anyhow!(InvalidInput(format!("{}: not UTF-8", tok_path.display()))))?;
+        let tok = labor_text::tokenize::from_json(json.as_bytes())
+            .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", tok_path.display()))))?;
+        let vocab = tok.get_vocab_size(true);
+        if vocab > m.model.config.vocab_size {
+            return Err(anyhow!(InvalidInput(format!(
+                "{}: the tokenizer has {vocab} tokens but the model only {}{}",
+                tok_path.display(),
+                m.model.config.vocab_size,
+                if rows_path.exists() {
+                    String::new()
+                } else {
+                    format!(" (is {LABEL_ROWS_FILE} missing?)")
+                }
+            ))));
+        }
+        m.tokenizer = tok;
+        m.tokenizer_json = json;
+    }
     if kind == Kind::BFloat16 {
         // The base's matrices get bf16 copies; the adapters are cast per call.
         m.model.cache_bf16_weights();
@@ -219,6 +261,7 @@ pub fn save_adapter(
     lora: &labor_lm::LoraConfig,
     base: &Path,
     tokenizer_json: &str,
+    label_first: Option<i64>,
 ) -> anyhow::Result<()> {
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     write_dir_atomic(dir, |tmp| {
@@ -227,12 +270,65 @@ pub fn save_adapter(
             labor_lm::peft::adapter_config_json(lora, &base.display().to_string()),
         )?;
         std::fs::write(tmp.join("tokenizer.json"), tokenizer_json)?;
-        let named = weights::named(adapter);
+        let (rows, named): (std::collections::BTreeMap<_, _>, _) = weights::named(adapter)
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("label_tokens."));
         let (_, bytes) =
             weights::save(&named, Kind::Float, usize::MAX, &safetensors_meta())?.remove(0);
         std::fs::write(tmp.join("adapter_model.safetensors"), bytes)?;
+        if let Some(first) = label_first {
+            let mut meta = safetensors_meta();
+            meta.insert(LABEL_FIRST_KEY.into(), first.to_string());
+            let (_, bytes) = weights::save(&rows, Kind::Float, usize::MAX, &meta)?.remove(0);
+            std::fs::write(tmp.join(LABEL_ROWS_FILE), bytes)?;
+        }
         Ok(())
     })
+}
+
+/// Beside a LoRA adapter: the rows of added label tokens (`label_tokens.embed`,
+/// `label_tokens.head`, `[K, D]`), with the first token id in the metadata key
+/// [`LABEL_FIRST_KEY`]. Not part of PEFT's format: loading the adapter with PEFT alone leaves
+/// them out, and the directory's tokenizer (which has the label tokens) then fails loudly on
+/// the base's smaller vocabulary.
+pub const LABEL_ROWS_FILE: &str = "label_tokens.safetensors";
+pub const LABEL_FIRST_KEY: &str = "labor.label_tokens.first_id";
+
+/// Reads [`LABEL_ROWS_FILE`]: (first id, embed `[K, D]`, head `[K, D]`).
+fn read_label_rows(path: &Path) -> anyhow::Result<(i64, tch::Tensor, tch::Tensor)> {
+    let invalid = |msg: String| anyhow!(InvalidInput(format!("{}: {msg}", path.display())));
+    let bytes = read(path)?;
+    let meta =
+        weights::read_metadata(LABEL_ROWS_FILE, &bytes).map_err(|e| invalid(e.to_string()))?;
+    let first: i64 = meta
+        .get(LABEL_FIRST_KEY)
+        .and_then(|v| v.parse().ok())
+        .filter(|&f| f >= 0)
+        .ok_or_else(|| {
+            invalid(format!(
+                "no metadata {LABEL_FIRST_KEY} (the first label token id)"
+            ))
+        })?;
+    let mut named =
+        weights::read_named(LABEL_ROWS_FILE, &bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut take = |n: &str| {
+        named
+            .remove(n)
+            .map(|t| t.to_kind(Kind::Float))
+            .ok_or_else(|| invalid(format!("no tensor {n}")))
+    };
+    let (e, h) = (
+        take(labor_lm::model::LABEL_ROWS_EMBED)?,
+        take(labor_lm::model::LABEL_ROWS_HEAD)?,
+    );
+    if e.dim() != 2 || e.size() != h.size() {
+        return Err(invalid(format!(
+            "label rows must both be [K, D], got {:?} and {:?}",
+            e.size(),
+            h.size()
+        )));
+    }
+    Ok((first, e, h))
 }
 
 /// Writes a model directory (config.json, safetensors, tokenizer.json), atomically.
@@ -401,13 +497,16 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
             let mut m = load_adapter(adapter, Some(base), Device::Cpu, Kind::Float)?;
             m.model.merge_lora();
             let cfg = m.model.config.clone();
-            save_model(
-                out,
-                &cfg,
-                &weights::named(&m.vs),
-                &m.tokenizer_json,
-                Kind::Float,
-            )?;
+            // The model's own matrices: label rows (if any) were folded into new ones.
+            let mut named = weights::named(&m.vs);
+            named.insert(
+                "model.embed_tokens.weight".into(),
+                m.model.embed_tokens.shallow_clone(),
+            );
+            if let Some(h) = &m.model.lm_head {
+                named.insert("lm_head.weight".into(), h.shallow_clone());
+            }
+            save_model(out, &cfg, &named, &m.tokenizer_json, Kind::Float)?;
             println!("{}", out.display());
         }
         LmCommand::Info { dir } => {
@@ -443,6 +542,12 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
                     lora.alpha,
                     lora.targets.join(", ")
                 );
+                if dir.join(LABEL_ROWS_FILE).exists() {
+                    println!(
+                        "  label tokens: embedding and output rows in {LABEL_ROWS_FILE}, folded into an untied {}-row head",
+                        c.vocab_size
+                    );
+                }
             }
         }
     }
@@ -710,8 +815,9 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         m.model.config.n_params(),
         t0.elapsed().as_secs_f64()
     );
-    let renderer =
-        Renderer::new(&template, a.text.switches(), &panel.taxonomy).map_err(|e| anyhow!(e))?;
+    let switches = model_switches(a.text.switches(), &m.tokenizer, &panel.taxonomy)
+        .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", a.model.display()))))?;
+    let renderer = Renderer::new(&template, switches, &panel.taxonomy).map_err(|e| anyhow!(e))?;
     let name = a.name.clone().unwrap_or_else(|| {
         if a.icl > 0 {
             format!("lm-icl{}", a.icl)
@@ -762,6 +868,33 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
     }
     eprintln!("label trie: {} nodes per record", predictor.trie_nodes());
     score_loop(a, &panel, split, &spec, &mut predictor, &name)
+}
+
+/// The template switches for scoring a model: as asked, with `label_tokens` on when (and only
+/// when) the model's tokenizer has one token per label of `taxonomy`.
+pub fn model_switches(
+    mut switches: labor_text::Switches,
+    tok: &tokenizers::Tokenizer,
+    taxonomy: &labor_data::Taxonomy,
+) -> Result<labor_text::Switches, String> {
+    let markers: Vec<String> = taxonomy
+        .labels()
+        .iter()
+        .map(|l| labor_text::render::label_token(&l.code))
+        .collect();
+    let has = labor_text::tokenize::label_marker_ids(tok, &markers)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if switches.label_tokens && !has {
+        return Err(
+            "--label-tokens: the model's tokenizer has no label tokens for this taxonomy".into(),
+        );
+    }
+    if has && !switches.label_tokens {
+        eprintln!("the model's tokenizer has one token per label: scoring with label tokens");
+    }
+    switches.label_tokens = has;
+    Ok(switches)
 }
 
 /// What a predictions file records about where it came from (its Parquet key-value metadata,

@@ -36,6 +36,11 @@ pub struct TextArgs {
     /// Write unique numeric codes instead of titles.
     #[arg(long)]
     pub numeric_codes: bool,
+    /// Write each label's own token before its title (`YEAR (EDU):<|label:CODE|> Title`), as
+    /// models trained with `model.label_tokens` on a pre-trained base read them. `labor score`
+    /// turns this on by itself when the model's tokenizer has the label tokens.
+    #[arg(long)]
+    pub label_tokens: bool,
 }
 
 impl TextArgs {
@@ -46,6 +51,7 @@ impl TextArgs {
             education: !self.no_education,
             demographics: !self.no_demographics,
             numeric_codes: self.numeric_codes,
+            label_tokens: self.label_tokens,
         }
     }
     pub fn template(&self) -> anyhow::Result<Template> {

@@ -67,19 +67,27 @@ pub struct ModelSection {
     /// Pre-tokenization of the from-scratch tokenizer: `byte-level` or `segments`.
     #[serde(default)]
     pub pre_tokenize: labor_text::tokenize::PreTokenize,
-    /// Label-complete from-scratch tokenizer: every label's continuation (its title and its
-    /// numeric code, so every template switch is covered) is one token, whatever the corpus
-    /// holds; the BPE learns only the rest of the text. `false`: titles are BPE pieces.
-    #[serde(default = "yes")]
-    pub label_tokens: bool,
+    /// One token per label. From scratch (default on): every label's continuation (its title
+    /// and its numeric code, so every template switch is covered) is one token of the trained
+    /// tokenizer, whatever the corpus holds; the BPE learns only the rest of the text. On a
+    /// pre-trained base (default off): the base tokenizer gets one added token per label,
+    /// written before the title in every record line (`YEAR (EDU):<|label:CODE|> Title`), with
+    /// new trainable embedding and output rows initialised from the title's own tokens; a
+    /// record is then scored in one step with an exact K-way softmax. `false`: titles are
+    /// the tokenizer's pieces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_tokens: Option<bool>,
     /// More panels whose training-split texts the from-scratch tokenizer also learns from (not
     /// the model), e.g. the surveys when the base is pre-trained on a resume corpus.
     #[serde(default)]
     pub tokenizer_panels: Vec<PathBuf>,
 }
 
-fn yes() -> bool {
-    true
+impl ModelSection {
+    /// Whether the run uses label tokens (see `label_tokens`; the default depends on the base).
+    pub fn label_tokens(&self) -> bool {
+        self.label_tokens.unwrap_or(self.base.is_none())
+    }
 }
 
 fn vocab() -> usize {
@@ -398,7 +406,7 @@ fn scratch_tokenizer(
                 .filter(|x| x.split_or(spec) == Split::Train)
                 .map(|x| {
                     let r = renderer.render(x, &p.taxonomy);
-                    if c.model.label_tokens {
+                    if c.model.label_tokens() {
                         r.without_continuations()
                     } else {
                         r.text
@@ -411,7 +419,7 @@ fn scratch_tokenizer(
         c.model.vocab_size,
         c.model.pre_tokenize,
         corpus.len(),
-        if c.model.label_tokens {
+        if c.model.label_tokens() {
             " (plus one token per label)"
         } else {
             ""
@@ -424,7 +432,7 @@ fn scratch_tokenizer(
         c.model.pre_tokenize,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    if c.model.label_tokens {
+    if c.model.label_tokens() {
         let conts = all_continuations(template, c.data.switches, &panel.taxonomy)?;
         labor_text::tokenize::add_label_tokens(&mut tok, &conts).map_err(|e| anyhow!("{e}"))?;
     }
@@ -450,6 +458,43 @@ fn label_token_indices(
         }
     }
     Ok(out)
+}
+
+/// Adds one trainable embedding and output row per label (ids of the tokenizer's label tokens)
+/// to `model`, in `store`, initialised from each title's tokens under the same tokenizer.
+fn add_label_rows(
+    model: &mut Llama,
+    store: &VarStore,
+    tok: &tokenizers::Tokenizer,
+    renderer: &Renderer,
+    taxonomy: &labor_data::Taxonomy,
+) -> anyhow::Result<()> {
+    let ids = labor_text::tokenize::label_marker_ids(tok, &renderer.continuations())
+        .map_err(|e| anyhow!("tokenizer.json: {e}"))?
+        .ok_or_else(|| anyhow!("the run's tokenizer has no label tokens"))?;
+    let titles = taxonomy
+        .ids()
+        .map(|id| {
+            Ok(tok
+                .encode(format!(" {}", renderer.title(id)), false)
+                .map_err(|e| anyhow!("{e}"))?
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect::<Vec<i64>>())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (embed, head) = model.label_rows_init(&titles).map_err(|e| anyhow!(e))?;
+    model
+        .add_label_rows(&store.root(), ids[0] as i64, &embed, &head)
+        .map_err(|e| anyhow!(e))?;
+    eprintln!(
+        "label tokens: {} added tokens (ids {}..{}), their rows initialised from the titles' tokens",
+        ids.len(),
+        ids[0],
+        ids[0] as usize + ids.len()
+    );
+    Ok(())
 }
 
 pub fn run(a: &TrainArgs) -> CmdResult {
@@ -502,6 +547,16 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         )
         .into());
     }
+    if c.data.switches.label_tokens && !(c.model.base.is_some() && c.model.label_tokens()) {
+        return Err(anyhow!(
+            "data.switches.label_tokens is set by model.label_tokens = true on a pre-trained base; \
+             do not set it by hand"
+        )
+        .into());
+    }
+    // Label tokens on a pre-trained base: markers before the titles in every record line.
+    let base_label_tokens = c.model.base.is_some() && c.model.label_tokens();
+    c.data.switches.label_tokens = base_label_tokens;
     let device = c
         .train
         .device
@@ -596,10 +651,16 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     } else if let Some(base) = &c.model.base {
         let json = std::fs::read_to_string(base.join("tokenizer.json"))
             .with_context(|| format!("cannot read {}/tokenizer.json", base.display()))?;
-        (
-            labor_text::tokenize::from_json(json.as_bytes()).map_err(|e| anyhow!("{e}"))?,
-            json,
-        )
+        let mut tok =
+            labor_text::tokenize::from_json(json.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+        if base_label_tokens {
+            labor_text::tokenize::add_label_markers(&mut tok, &renderer.continuations())
+                .map_err(|e| anyhow!("{}/tokenizer.json: {e}", base.display()))?;
+            let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
+            (tok, json)
+        } else {
+            (tok, json)
+        }
     } else {
         let tok = scratch_tokenizer(&c, &panel, &template, &renderer, &spec)?;
         let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
@@ -665,6 +726,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             .map_err(|e| anyhow!("[method]: {e}"))?;
     }
     let train_vs = if lora.is_some() { &avs } else { &vs };
+    if base_label_tokens {
+        add_label_rows(&mut model, train_vs, &tokenizer, &renderer, &panel.taxonomy)?;
+    }
     let bf16 = match c.train.precision.as_str() {
         "auto" => device != tch::Device::Cpu,
         "bf16" => true,
@@ -688,10 +752,18 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             .and_then(|t| serde_json::from_str(&t).ok())
     });
     let n_train_texts = data.train.len();
+    let label_first = model.label_rows.as_ref().map(|r| r.first);
     let save_best = |to: &Path, st: &State, trainable: usize| -> anyhow::Result<()> {
         match (&lora, &c.model.base) {
-            (Some(l), Some(base)) => crate::lm::save_adapter(to, &avs, l, base, &tok_json)?,
-            _ => save_model(to, &cfg, &weights::named(&vs), &tok_json, Kind::Float)?,
+            (Some(l), Some(base)) => {
+                crate::lm::save_adapter(to, &avs, l, base, &tok_json, label_first)?
+            }
+            _ => {
+                let (named, cfg) =
+                    labor_lm::model::fold_label_rows_named(weights::named(&vs), &cfg, label_first)
+                        .map_err(|e| anyhow!(e))?;
+                save_model(to, &cfg, &named, &tok_json, Kind::Float)?
+            }
         }
         // What this model was given, for reports (`labor eval` shows it per model).
         let summary = serde_json::json!({

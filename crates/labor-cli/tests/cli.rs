@@ -1099,6 +1099,207 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     assert!(moved > 1e-3, "the adapter changed nothing");
 }
 
+/// `model.label_tokens = true` on a pre-trained base: the base tokenizer gets one token per
+/// label (written before each title), the model new trainable rows beside its LoRA adapters;
+/// the run stops and resumes; the adapter directory carries the rows and scores with one step
+/// per record (no trie); merging gives the same scores; full fine-tuning saves a folded model.
+#[test]
+fn label_tokens_on_a_pretrained_base_train_resume_score_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "60",
+        "--seed",
+        "9",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = syn.join("panel.parquet");
+    let tok = d.join("tok.json");
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--vocab-size",
+        "900",
+        "--out",
+        p(&tok),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let shape = d.join("shape.toml");
+    std::fs::write(
+        &shape,
+        "hidden_size = 32\nintermediate_size = 48\nnum_hidden_layers = 2\nnum_attention_heads = 4\n\
+         num_key_value_heads = 2\nmax_position_embeddings = 1024\ntie_word_embeddings = true\n",
+    )
+    .unwrap();
+    let base = d.join("base");
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&base),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let base_vocab = labor_text::tokenize::from_json(&std::fs::read(&tok).unwrap())
+        .unwrap()
+        .get_vocab_size(true);
+    let k = labor_data::Taxonomy::embedded_default().len();
+    let cfg = d.join("lt.toml");
+    let run_toml = |method: &str| {
+        format!(
+            "[model]\nbase = {:?}\nlabel_tokens = true\n[data]\npanels = [{:?}]\n\
+             [method]\n{method}\n\
+             [optim]\nlr = 1e-2\n[train]\ntotal_steps = 6\nbatch_size = 4\neval_every = 3\ncheckpoint_every = 3\neval_texts = 4\n",
+            p(&base),
+            p(&panel)
+        )
+    };
+    std::fs::write(
+        &cfg,
+        run_toml("kind = \"lora\"\nrank = 4\nalpha = 8.0\ntargets = [\"q_proj\", \"v_proj\"]"),
+    )
+    .unwrap();
+    let run = d.join("run");
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&run),
+        "--stop-after",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains(&format!(
+            "label tokens: {k} added tokens (ids {base_vocab}.."
+        )),
+        "{:?}",
+        text(&o)
+    );
+    // Trainable: the adapters (q 32→32, v 32→16, r = 4, two layers) and two rows per label.
+    let trainable = 2 * 4 * ((32 + 32) + (32 + 16)) + 2 * k * 32;
+    assert!(
+        text(&o).1.contains(&format!("({trainable} trainable)")),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&["train", "--resume", p(&run)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).1.contains("(step 3)"), "{:?}", text(&o));
+    let best = run.join("best");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "label_tokens.safetensors",
+    ] {
+        assert!(best.join(f).exists(), "{f}");
+    }
+    let t = labor_text::tokenize::from_json(&std::fs::read(best.join("tokenizer.json")).unwrap())
+        .unwrap();
+    assert_eq!(t.get_vocab_size(true), base_vocab + k);
+    for (i, l) in labor_data::Taxonomy::embedded_default()
+        .labels()
+        .iter()
+        .enumerate()
+    {
+        let id = t.token_to_id(&format!("<|label:{}|>", l.code));
+        assert_eq!(id, Some((base_vocab + i) as u32), "{}", l.code);
+    }
+
+    let score = |model: &Path, out: &Path| {
+        let o = labor(&[
+            "score",
+            "--model",
+            p(model),
+            "--panel",
+            p(&panel),
+            "--limit",
+            "3",
+            "--out",
+            p(out),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        assert!(
+            text(&o).1.contains("scoring with label tokens"),
+            "{:?}",
+            text(&o)
+        );
+        assert!(
+            text(&o).1.contains("label trie: 0 nodes per record"),
+            "{:?}",
+            text(&o)
+        );
+        labor_data::predictions::read_logp(std::fs::File::open(out).unwrap()).unwrap()
+    };
+    let with_adapter = score(&best, &d.join("a.parquet"));
+    assert!(!with_adapter.is_empty());
+    let merged = d.join("merged");
+    let o = labor(&["lm", "merge-lora", p(&base), p(&best), p(&merged)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["vocab_size"], (base_vocab + k) as u64);
+    assert_eq!(c["tie_word_embeddings"], false);
+    let with_merged = score(&merged, &d.join("m.parquet"));
+    assert_eq!(with_adapter.len(), with_merged.len());
+    for (x, y) in with_adapter.iter().zip(&with_merged) {
+        assert!(
+            (x.3 - y.3).abs() < 1e-5,
+            "adapter {} vs merged {}",
+            x.3,
+            y.3
+        );
+    }
+    // The base's tokenizer cannot score with label tokens.
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&base),
+        "--panel",
+        p(&panel),
+        "--limit",
+        "1",
+        "--label-tokens",
+        "--out",
+        p(&d.join("x.parquet")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("no label tokens"), "{:?}", text(&o));
+
+    // Full fine-tuning from the base with label tokens saves a plain, folded model directory.
+    std::fs::write(&cfg, run_toml("kind = \"full\"")).unwrap();
+    let full = d.join("full");
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&full),
+        "train.total_steps=2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let c: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(full.join("final").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["vocab_size"], (base_vocab + k) as u64);
+    assert!(score(&full.join("final"), &d.join("f.parquet")).len() == with_adapter.len());
+}
+
 #[test]
 fn fit_markov_and_mnl_then_score_them_like_any_model() {
     let dir = tempfile::tempdir().unwrap();

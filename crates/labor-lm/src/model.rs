@@ -629,8 +629,72 @@ pub struct Llama {
     pub lm_head: Option<Tensor>,
     /// bf16 copy of the head's weight, see [`Llama::cache_bf16_weights`].
     head_bf16: Option<Tensor>,
+    /// Trainable rows of added label tokens beside frozen (or separately trained) base weights.
+    pub label_rows: Option<LabelRows>,
     inv_freq: Tensor,
     mode: Arc<Mode>,
+}
+
+/// One added token per label, ids `first..first + K`: its input embedding and its own output
+/// row (untied, whatever the base does), kept apart from the base matrices while training so
+/// that only they (and LoRA adapters) are trainable; [`Llama::fold_label_rows`] writes them into
+/// the matrices for inference.
+#[derive(Debug)]
+pub struct LabelRows {
+    pub first: i64,
+    /// `[K, D]`
+    pub embed: Tensor,
+    /// `[K, D]`
+    pub head: Tensor,
+}
+
+/// The safetensors names of [`LabelRows`] (beside a LoRA adapter, in `label_tokens.safetensors`).
+pub const LABEL_ROWS_EMBED: &str = "label_tokens.embed";
+pub const LABEL_ROWS_HEAD: &str = "label_tokens.head";
+
+/// A saved model's tensors with the label rows (named [`LABEL_ROWS_EMBED`], [`LABEL_ROWS_HEAD`],
+/// ids from `first`) written into the embedding and an untied `lm_head.weight`, and the config
+/// to match; unchanged without `first`.
+pub fn fold_label_rows_named(
+    mut named: std::collections::BTreeMap<String, Tensor>,
+    cfg: &LlamaConfig,
+    first: Option<i64>,
+) -> Result<(std::collections::BTreeMap<String, Tensor>, LlamaConfig), String> {
+    let mut cfg = cfg.clone();
+    let Some(first) = first else {
+        return Ok((named, cfg));
+    };
+    let mut take = |n: &str| named.remove(n).ok_or_else(|| format!("no tensor {n}"));
+    let (embed, head) = (take(LABEL_ROWS_EMBED)?, take(LABEL_ROWS_HEAD)?);
+    let base = take("model.embed_tokens.weight")?;
+    let base_head = named
+        .remove("lm_head.weight")
+        .unwrap_or_else(|| base.shallow_clone());
+    let (e, h) = tch::no_grad(|| {
+        (
+            with_rows(&base, first, &embed).detach(),
+            with_rows(&base_head, first, &head).detach(),
+        )
+    });
+    cfg.vocab_size = e.size()[0] as usize;
+    cfg.tie_word_embeddings = false;
+    named.insert("model.embed_tokens.weight".into(), e);
+    named.insert("lm_head.weight".into(), h);
+    Ok((named, cfg))
+}
+
+/// `base` `[V, D]` with rows `first..first + K` replaced by `rows` `[K, D]`, extended (rows of
+/// zeros never happen: the block ends the matrix when it goes past `V`) to `max(V, first + K)`
+/// rows. Differentiable in `rows`.
+fn with_rows(base: &Tensor, first: i64, rows: &Tensor) -> Tensor {
+    let v = base.size()[0];
+    let k = rows.size()[0];
+    let rows = rows.to_kind(base.kind());
+    let mut parts = vec![base.narrow(0, 0, first.min(v)), rows];
+    if first + k < v {
+        parts.push(base.narrow(0, first + k, v - first - k));
+    }
+    Tensor::cat(&parts, 0)
 }
 
 impl Llama {
@@ -694,6 +758,7 @@ impl Llama {
             norm,
             lm_head,
             head_bf16: None,
+            label_rows: None,
             inv_freq,
             mode,
         }
@@ -839,6 +904,107 @@ impl Llama {
         self.embed_tokens.device()
     }
 
+    /// Initial rows for K added label tokens: each input embedding is the mean of the input
+    /// embeddings of the label's title tokens (`title_ids[k]`, as the base tokenizer writes the
+    /// title after a record's colon), and each output row is the output row of the title's
+    /// first token, so the label token starts with the probability the base gives the title's
+    /// first token. Returns `([K, D], [K, D])` detached copies.
+    pub fn label_rows_init(&self, title_ids: &[Vec<i64>]) -> Result<(Tensor, Tensor), String> {
+        let v = self.embed_tokens.size()[0];
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        let mut embed = Vec::with_capacity(title_ids.len());
+        let mut out = Vec::with_capacity(title_ids.len());
+        for (k, ids) in title_ids.iter().enumerate() {
+            if ids.is_empty() || ids.iter().any(|&i| i < 0 || i >= v) {
+                return Err(format!(
+                    "label {k}: its title's token ids {ids:?} are not ids of this model's {v}-token vocabulary"
+                ));
+            }
+            let idx = Tensor::from_slice(ids).to_device(self.device());
+            embed.push(
+                self.embed_tokens
+                    .index_select(0, &idx)
+                    .mean_dim(0, false, Kind::Float),
+            );
+            out.push(head.get(ids[0]).to_kind(Kind::Float));
+        }
+        Ok(tch::no_grad(|| {
+            (
+                Tensor::stack(&embed, 0).detach(),
+                Tensor::stack(&out, 0).detach(),
+            )
+        }))
+    }
+
+    /// Adds trainable label-token rows (ids `first..first + K`) as variables of `root`'s store,
+    /// named [`LABEL_ROWS_EMBED`] and [`LABEL_ROWS_HEAD`], set to `embed` and `head` `[K, D]`.
+    pub fn add_label_rows(
+        &mut self,
+        root: &nn::Path,
+        first: i64,
+        embed: &Tensor,
+        head: &Tensor,
+    ) -> Result<(), String> {
+        let d = self.config.hidden_size as i64;
+        let k = embed.size()[0];
+        if embed.size() != [k, d] || head.size() != [k, d] || k == 0 {
+            return Err(format!(
+                "label rows must be [K, {d}] with K > 0, got {:?} and {:?}",
+                embed.size(),
+                head.size()
+            ));
+        }
+        if first < 0 || first > self.embed_tokens.size()[0] {
+            return Err(format!(
+                "label tokens from id {first}: beyond the model's {} rows",
+                self.embed_tokens.size()[0]
+            ));
+        }
+        let p = root / "label_tokens";
+        let mut e = p.var("embed", &[k, d], nn::Init::Const(0.));
+        let mut h = p.var("head", &[k, d], nn::Init::Const(0.));
+        tch::no_grad(|| {
+            e.copy_(embed);
+            h.copy_(head);
+        });
+        self.label_rows = Some(LabelRows {
+            first,
+            embed: e,
+            head: h,
+        });
+        Ok(())
+    }
+
+    /// Writes the label rows into the embedding and a (now untied) head, grows `vocab_size` to
+    /// cover them, and drops them: the plain model a saved directory describes.
+    pub fn fold_label_rows(&mut self) {
+        let Some(r) = self.label_rows.take() else {
+            return;
+        };
+        tch::no_grad(|| {
+            let head = self
+                .lm_head
+                .as_ref()
+                .unwrap_or(&self.embed_tokens)
+                .shallow_clone();
+            let e = with_rows(&self.embed_tokens, r.first, &r.embed).detach();
+            let h = with_rows(&head, r.first, &r.head).detach();
+            self.config.vocab_size = e.size()[0] as usize;
+            self.config.tie_word_embeddings = false;
+            self.embed_tokens = e;
+            self.lm_head = Some(h);
+            self.head_bf16 = None;
+        });
+    }
+
+    /// The input embedding matrix, with label rows in place when there are any.
+    fn embedding_matrix(&self) -> Tensor {
+        match &self.label_rows {
+            Some(r) => with_rows(&self.embed_tokens, r.first, &r.embed),
+            None => self.embed_tokens.shallow_clone(),
+        }
+    }
+
     /// `cos`, `sin` of shape `[B, 1, T, head_dim]` for integer positions `[B, T]`.
     fn rope(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let pos = positions.to_kind(Kind::Float).unsqueeze(-1);
@@ -856,7 +1022,13 @@ impl Llama {
         cache: Option<&mut KvCache>,
         mask: Mask,
     ) -> Tensor {
-        let mut x = self.drop(Tensor::embedding(&self.embed_tokens, ids, -1, false, false));
+        let mut x = self.drop(Tensor::embedding(
+            &self.embedding_matrix(),
+            ids,
+            -1,
+            false,
+            false,
+        ));
         let (cos, sin) = self.rope(positions, Kind::Float);
         let mut fresh = Vec::with_capacity(self.layers.len());
         let past = cache.as_ref().map(|c| &c.layers);
@@ -887,13 +1059,15 @@ impl Llama {
     /// Logits `[…, V]` (f32) from hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let k = self.compute_kind();
-        let w = match (&self.head_bf16, k) {
-            (Some(w), Kind::BFloat16) => w.shallow_clone(),
-            _ => self
-                .lm_head
-                .as_ref()
-                .unwrap_or(&self.embed_tokens)
-                .to_kind(k),
+        let w = match (&self.head_bf16, k, &self.label_rows) {
+            (Some(w), Kind::BFloat16, None) => w.shallow_clone(),
+            (_, _, rows) => {
+                let base = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+                match rows {
+                    Some(r) => with_rows(base, r.first, &r.head).to_kind(k),
+                    None => base.to_kind(k),
+                }
+            }
         };
         hidden
             .to_kind(k)

@@ -250,3 +250,15 @@ pub fn read_named(file: &str, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, 
         })
         .collect()
 }
+
+/// The `__metadata__` string map of a safetensors buffer (empty when it has none).
+pub fn read_metadata(
+    file: &str,
+    bytes: &[u8],
+) -> Result<std::collections::HashMap<String, String>, WeightError> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| WeightError::Format {
+        file: file.to_string(),
+        what: e.to_string(),
+    })?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}

@@ -220,3 +220,160 @@ fn in_context_examples_exclude_the_person_and_fit_the_window() {
     assert_eq!(pred.icl_k, Some(2));
     assert_eq!(pred.logp.len(), 2);
 }
+
+/// Label tokens added to a pre-trained base (the `label_tokens` switch: `<|label:CODE|>` before
+/// each title): the predictor's scores are, record by record, exactly the K-way softmax over
+/// the label tokens' logits at the context's last position, computed here independently with one
+/// plain forward pass over the text; the training-time model (label rows beside the base) and the
+/// folded one (rows written into untied matrices) give the same logits; the rows start from
+/// the titles' own tokens; and only the rows receive gradients.
+#[test]
+fn added_label_token_scores_equal_an_independent_k_way_softmax() {
+    let panel = small_panel();
+    let template = Template::labor_v1();
+    // The "pre-trained" base: a BPE that learned titles as ordinary pieces, a random model.
+    let plain = Renderer::new(&template, Switches::default(), &panel.taxonomy).unwrap();
+    let (_, mut tok) = texts_and_tokenizer(&panel, &template, &plain, false);
+    let base_vocab = tok.get_vocab_size(true);
+    let switches = Switches {
+        label_tokens: true,
+        ..Switches::default()
+    };
+    let renderer = Renderer::new(&template, switches, &panel.taxonomy).unwrap();
+    let markers = renderer.continuations();
+    let ids = labor_text::tokenize::add_label_markers(&mut tok, &markers).unwrap();
+    let k = panel.taxonomy.len();
+    assert_eq!(ids.len(), k);
+    assert_eq!(
+        ids[0] as usize, base_vocab,
+        "appended after the base vocabulary"
+    );
+    // Adding them again changes nothing.
+    assert_eq!(
+        labor_text::tokenize::add_label_markers(&mut tok, &markers).unwrap(),
+        ids
+    );
+
+    let (vs, mut model) = random_model(base_vocab);
+    let titles: Vec<Vec<i64>> = panel
+        .taxonomy
+        .ids()
+        .map(|id| {
+            tok.encode(format!(" {}", renderer.title(id)), false)
+                .unwrap()
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect()
+        })
+        .collect();
+    let (embed, head) = model.label_rows_init(&titles).unwrap();
+    // Initialisation: mean of the title's input embeddings; the first title token's output row.
+    let t0 = &titles[5];
+    let want = model
+        .embed_tokens
+        .index_select(0, &Tensor::from_slice(t0))
+        .mean_dim(0, false, Kind::Float);
+    assert!(embed.get(5).allclose(&want, 1e-6, 1e-6, false));
+    let base_head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
+    assert!(head.get(5).allclose(&base_head.get(t0[0]), 0.0, 0.0, false));
+    // Perturb the rows so the test does not depend on the initialisation.
+    let rows_vs = nn::VarStore::new(Device::Cpu);
+    let embed = embed + Tensor::randn([k as i64, 32], (Kind::Float, Device::Cpu)) * 0.1;
+    let head = head + Tensor::randn([k as i64, 32], (Kind::Float, Device::Cpu)) * 0.1;
+    model
+        .add_label_rows(&rows_vs.root(), ids[0] as i64, &embed, &head)
+        .unwrap();
+
+    // Only the rows are trainable: a loss on a text with label tokens reaches them and nothing
+    // of the base.
+    let person = &panel.persons[0];
+    let text = renderer.render(person, &panel.taxonomy).text;
+    let text_ids: Vec<i64> = tok
+        .encode(text.as_str(), false)
+        .unwrap()
+        .get_ids()
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
+    assert!(text_ids.contains(&(ids[0] as i64 + person.records[0].label.index() as i64)));
+    let x = Tensor::from_slice(&text_ids).unsqueeze(0);
+    let logits_rows = model.forward(&x);
+    logits_rows.sum(Kind::Float).backward();
+    let rows = model.label_rows.as_ref().unwrap();
+    assert!(rows.embed.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    assert!(rows.head.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    assert!(vs.trainable_variables().is_empty());
+    assert_eq!(rows_vs.trainable_variables().len(), 2);
+
+    // Folding gives the same logits, with a grown, untied vocabulary.
+    let before = logits_rows.detach();
+    model.fold_label_rows();
+    assert!(model.label_rows.is_none());
+    assert_eq!(model.config.vocab_size, base_vocab + k);
+    assert!(!model.config.tie_word_embeddings);
+    let after = tch::no_grad(|| model.forward(&x));
+    assert_eq!(
+        after.size(),
+        [1, text_ids.len() as i64, (base_vocab + k) as i64]
+    );
+    assert!(
+        before.allclose(&after, 1e-5, 1e-5, false),
+        "max |Δ| {}",
+        (&before - &after).abs().max().double_value(&[])
+    );
+
+    let mut lm = LmPredictor::new(
+        "lm",
+        &model,
+        &tok,
+        &renderer,
+        &panel.taxonomy,
+        ScoreOptions::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(lm.trie_nodes(), 0, "one step per record, no trie");
+    let label_ids = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    let mut checked = 0;
+    for person in &panel.persons {
+        let ts: Vec<usize> = (0..person.records.len()).collect();
+        let pred = lm.predict(person, &ts).unwrap();
+        let rendered = renderer.render(person, &panel.taxonomy);
+        let enc = tok.encode(rendered.text.as_str(), false).unwrap();
+        let x = Tensor::from_slice(
+            &enc.get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect::<Vec<i64>>(),
+        )
+        .unsqueeze(0);
+        let logits = tch::no_grad(|| model.forward(&x)).get(0);
+        for (r, span) in rendered.records.iter().enumerate() {
+            // The token just before the label token: the last one ending at the context's end.
+            let pos = enc
+                .get_offsets()
+                .iter()
+                .position(|&(s, _)| s == span.context_end)
+                .expect("a token starts at the context end")
+                - 1;
+            let row = logits.get(pos as i64);
+            let want = row.index_select(0, &label_ids).log_softmax(-1, Kind::Float);
+            let full = row.log_softmax(-1, Kind::Float).index_select(0, &label_ids);
+            let got = &pred.logp[r];
+            let lse = got.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let lse = lse + got.iter().map(|&g| (g - lse).exp()).sum::<f64>().ln();
+            for (label, &g_raw) in got.iter().enumerate() {
+                let (g, w, f) = (
+                    g_raw - lse,
+                    want.double_value(&[label as i64]),
+                    full.double_value(&[label as i64]),
+                );
+                assert!((g - w).abs() < 1e-4, "record {r} label {label}: {g} vs {w}");
+                assert!((g_raw - f).abs() < 1e-4, "unnormalized {g_raw} vs {f}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3 * 2 * k);
+}

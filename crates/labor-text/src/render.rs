@@ -16,7 +16,8 @@ pub struct RecordSpan {
     pub label: String,
     /// End of the context: just after `YEAR (EDU):` (or `YEAR:`).
     pub context_end: usize,
-    /// The scored continuation `" " + title + "\n"`: [start, end). `start == context_end`.
+    /// The scored continuation `" " + title + "\n"` (with the `label_tokens` switch: the label's
+    /// token, which the title follows): [start, end). `start == context_end`.
     pub continuation: [usize; 2],
 }
 
@@ -50,12 +51,18 @@ pub fn numeric_code(id: LabelId) -> String {
     (1000 + id.0).to_string()
 }
 
+/// The text of the added token of the label with code `code` (the `label_tokens` switch).
+pub fn label_token(code: &str) -> String {
+    format!("<|label:{code}|>")
+}
+
 /// A template, its switches and a label set, ready to render and parse.
 #[derive(Debug)]
 pub struct Renderer<'a> {
     pub template: &'a Template,
     pub switches: Switches,
     titles: Vec<String>,
+    codes: Vec<String>,
     by_title: HashMap<String, LabelId>,
     by_phrase: HashMap<String, Education>,
 }
@@ -161,10 +168,21 @@ impl<'a> Renderer<'a> {
             .iter()
             .filter_map(|(k, v)| Some((v.clone(), k.parse::<Education>().ok()?)))
             .collect();
+        let codes: Vec<String> = taxonomy.labels().iter().map(|l| l.code.clone()).collect();
+        if switches.label_tokens
+            && let Some(c) = codes
+                .iter()
+                .find(|c| c.is_empty() || c.contains(['|', '\n', '<', '>']))
+        {
+            return Err(format!(
+                "label code {c:?} cannot name a label token (it must be non-empty, without `|`, `<`, `>` or newline)"
+            ));
+        }
         Ok(Self {
             template,
             switches,
             titles,
+            codes,
             by_title,
             by_phrase,
         })
@@ -174,9 +192,19 @@ impl<'a> Renderer<'a> {
         &self.titles[id.index()]
     }
 
-    /// All K continuations `" " + title + "\n"`, in label order.
+    /// All K continuations in label order: `" " + title + "\n"`, or with the `label_tokens`
+    /// switch each label's token [`Renderer::label_token`] (the title follows it in the text).
     pub fn continuations(&self) -> Vec<String> {
-        self.titles.iter().map(|t| format!(" {t}\n")).collect()
+        if self.switches.label_tokens {
+            self.codes.iter().map(|c| label_token(c)).collect()
+        } else {
+            self.titles.iter().map(|t| format!(" {t}\n")).collect()
+        }
+    }
+
+    /// The text of label `id`'s own token under the `label_tokens` switch: `<|label:CODE|>`.
+    pub fn label_token(&self, id: LabelId) -> String {
+        label_token(&self.codes[id.index()])
     }
 
     /// The context of a record line (`YEAR (EDU):` or `YEAR:`).
@@ -236,6 +264,10 @@ impl<'a> Renderer<'a> {
         for r in &person.records {
             text += &self.record_prefix(r.year, r.education);
             let context_end = text.len();
+            if self.switches.label_tokens {
+                text += &self.label_token(r.label);
+            }
+            let label_end = text.len();
             text.push(' ');
             text += self.title(r.label);
             text.push('\n');
@@ -243,7 +275,14 @@ impl<'a> Renderer<'a> {
                 year: r.year,
                 label: taxonomy.label(r.label).code.clone(),
                 context_end,
-                continuation: [context_end, text.len()],
+                continuation: [
+                    context_end,
+                    if self.switches.label_tokens {
+                        label_end
+                    } else {
+                        text.len()
+                    },
+                ],
             });
         }
         text += &self.template.terminator;
@@ -313,12 +352,34 @@ impl<'a> Renderer<'a> {
             format!("{} {{title}}", t.record_prefix_no_education)
         };
         for (n, l) in it {
+            let (line, token) = if self.switches.label_tokens {
+                let at = l
+                    .find("<|label:")
+                    .ok_or_else(|| expect(n, "a record line with a label token"))?;
+                let end = l[at..]
+                    .find("|>")
+                    .ok_or_else(|| expect(n, "a label token ending in `|>`"))?
+                    + at
+                    + 2;
+                (format!("{}{}", &l[..at], &l[end..]), Some(&l[at..end]))
+            } else {
+                (l.to_string(), None)
+            };
+            let l = line.as_str();
             let m = match_pattern(&pattern, l).ok_or_else(|| expect(n, "a record line"))?;
             let year = m["year"].parse().map_err(|_| expect(n, "a year"))?;
             let label = *self
                 .by_title
                 .get(&m["title"])
                 .ok_or_else(|| expect(n, &format!("a label title, found {:?}", m["title"])))?;
+            if let Some(tok) = token
+                && tok != self.label_token(label)
+            {
+                return Err(expect(
+                    n,
+                    &format!("the label token of {:?}, found {tok}", self.title(label)),
+                ));
+            }
             let education = match m.get("education") {
                 Some(e) => Some(
                     *self

@@ -49,6 +49,11 @@ pub struct Switches {
     pub demographics: bool,
     /// Unique numeric codes instead of titles.
     pub numeric_codes: bool,
+    /// One added token per label before its title in every record line
+    /// (`YEAR (EDU):<|label:CODE|> Title`): the model predicts the label in one step, then
+    /// reads the title (see `Renderer::label_token` and `tokenize::add_label_markers`).
+    #[serde(default)]
+    pub label_tokens: bool,
 }
 
 impl Default for Switches {
@@ -59,6 +64,7 @@ impl Default for Switches {
             education: true,
             demographics: true,
             numeric_codes: false,
+            label_tokens: false,
         }
     }
 }

@@ -132,6 +132,69 @@ pub fn add_label_tokens(tok: &mut Tokenizer, continuations: &[String]) -> Result
     tok.add_tokens(add)
 }
 
+/// Adds `markers` (the label tokens of the `label_tokens` switch, in label order, see
+/// `Renderer::label_token`) to a tokenizer as special tokens, matched on the raw text before
+/// anything else. Returns their ids, which are consecutive: `first..first + K`. A marker the
+/// tokenizer already has as one token is an error (its id would not be in the block), unless
+/// every marker is already there in order (a tokenizer that went through this before), in
+/// which case nothing is added.
+pub fn add_label_markers(tok: &mut Tokenizer, markers: &[String]) -> Result<Vec<u32>, Error> {
+    if markers.is_empty() {
+        return Err("no label tokens to add".into());
+    }
+    if let Some(ids) = label_marker_ids(tok, markers)? {
+        return Ok(ids);
+    }
+    let first = tok.get_vocab_size(true) as u32;
+    let added = tok.add_special_tokens(
+        markers
+            .iter()
+            .map(|m| AddedToken::from(m.clone(), true).normalized(false))
+            .collect::<Vec<_>>(),
+    )?;
+    if added != markers.len() {
+        return Err(format!(
+            "{} of the {} label tokens were already in the tokenizer",
+            markers.len() - added,
+            markers.len()
+        )
+        .into());
+    }
+    label_marker_ids(tok, markers)?
+        .filter(|ids| ids[0] == first)
+        .ok_or_else(|| "the label tokens did not get consecutive ids".into())
+}
+
+/// The ids of `markers` when the tokenizer has every one of them as one token with consecutive
+/// ids in order; `None` when it has none of them; an error for anything in between.
+pub fn label_marker_ids(tok: &Tokenizer, markers: &[String]) -> Result<Option<Vec<u32>>, Error> {
+    let ids: Vec<Option<u32>> = markers.iter().map(|m| tok.token_to_id(m)).collect();
+    let have = ids.iter().filter(|i| i.is_some()).count();
+    if have == 0 {
+        return Ok(None);
+    }
+    if have < markers.len() {
+        let missing = markers
+            .iter()
+            .zip(&ids)
+            .find(|(_, i)| i.is_none())
+            .map(|(m, _)| m.as_str())
+            .unwrap_or_default();
+        return Err(format!(
+            "the tokenizer has {have} of the {} label tokens (it lacks {missing}): it was made for another taxonomy",
+            markers.len()
+        )
+        .into());
+    }
+    let ids: Vec<u32> = ids.into_iter().flatten().collect();
+    if ids.windows(2).any(|w| w[1] != w[0] + 1) {
+        return Err(
+            "the tokenizer's label tokens do not have consecutive ids in label order".into(),
+        );
+    }
+    Ok(Some(ids))
+}
+
 /// Token counts of label continuations under `tok`: (largest, mean).
 pub fn continuation_lengths(
     tok: &Tokenizer,

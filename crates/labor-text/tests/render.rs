@@ -72,6 +72,7 @@ fn all_switches() -> Vec<Switches> {
             education: b & 4 != 0,
             demographics: b & 8 != 0,
             numeric_codes: b & 16 != 0,
+            label_tokens: false,
         })
         .collect()
 }
@@ -118,6 +119,7 @@ fn snapshot_of_every_switch_combination() {
         education: false,
         demographics: false,
         numeric_codes: false,
+        label_tokens: false,
     };
     let text = Renderer::new(&template, bare, &t)
         .unwrap()
@@ -199,4 +201,52 @@ fn user_templates_override_parts_and_are_checked() {
             .unwrap_err()
             .contains("Cashiers")
     );
+}
+
+/// The `label_tokens` switch writes each label's token before its title; the scored span is
+/// the token alone, the title still follows it, and parsing reads the text back (a token that
+/// disagrees with its title is an error naming the line).
+#[test]
+fn label_tokens_precede_titles_and_parse_back() {
+    let t = Taxonomy::embedded_default();
+    let template = Template::labor_v1();
+    let sw = Switches {
+        label_tokens: true,
+        ..Default::default()
+    };
+    let r = Renderer::new(&template, sw, &t).unwrap();
+    let person = spec_person(&t);
+    let out = r.render(&person, &t);
+    let plain = Renderer::new(&template, Switches::default(), &t)
+        .unwrap()
+        .render(&person, &t);
+    for (span, rec) in out.records.iter().zip(&person.records) {
+        let token = &out.text[span.continuation[0]..span.continuation[1]];
+        assert_eq!(token, r.label_token(rec.label));
+        assert_eq!(token, format!("<|label:{}|>", t.label(rec.label).code));
+        let after = &out.text[span.continuation[1]..];
+        assert!(after.starts_with(&format!(" {}\n", r.title(rec.label))));
+    }
+    // Removing the tokens gives the plain text.
+    let mut stripped = out.text.clone();
+    for c in r.continuations() {
+        stripped = stripped.replace(&c, "");
+    }
+    assert_eq!(stripped, plain.text);
+    let parsed = r.parse(&out.text).unwrap();
+    assert_eq!(parsed.records.len(), person.records.len());
+    for ((_, label, _), rec) in parsed.records.iter().zip(&person.records) {
+        assert_eq!(*label, rec.label);
+    }
+    // A token that names another label than the title.
+    let first = &out.records[0];
+    let wrong = r.label_token(LabelId(if person.records[0].label.0 == 3 { 4 } else { 3 }));
+    let bad = format!(
+        "{}{}{}",
+        &out.text[..first.continuation[0]],
+        wrong,
+        &out.text[first.continuation[1]..]
+    );
+    let e = r.parse(&bad).unwrap_err();
+    assert!(e.contains("label token"), "{e}");
 }

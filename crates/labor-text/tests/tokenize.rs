@@ -151,6 +151,7 @@ fn all_switches() -> Vec<Switches> {
             education: b & 4 != 0,
             demographics: b & 8 != 0,
             numeric_codes: b & 16 != 0,
+            label_tokens: false,
         })
         .collect()
 }
