@@ -125,6 +125,11 @@ pub struct LmSpec {
     pub icl: Vec<usize>,
     /// Context limit for in-context scoring (tokens).
     pub max_context: Option<usize>,
+    /// Score the un-tuned and in-context base on at most this many test persons per survey
+    /// (the first of the ones every model scores; default `score_persons`): with multi-token
+    /// titles each of their records costs a pass over the whole label trie. The report's
+    /// `records` column shows each model's count; oracle ratios are on each model's own records.
+    pub base_persons: Option<usize>,
     /// Extra `labor score` arguments for language models (e.g. `--mem-mib 2048`).
     #[serde(default)]
     pub score_args: Vec<String>,
@@ -535,7 +540,9 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 args.extend(strs(&["--full-dist", &fd]));
                 full.push(fd);
             }
-            args.extend(limit.iter().cloned());
+            if !extra.iter().any(|a| a == "--limit") {
+                args.extend(limit.iter().cloned());
+            }
             args.extend(extra.iter().cloned());
             stages.push(Stage {
                 name: format!("score-{name}-{w}"),
@@ -775,12 +782,22 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             let dep = base_dep
                 .clone()
                 .unwrap_or_else(|| format!("world-{}", all[0]));
+            let mut base_score = lm_score.clone();
+            if let Some(n) = lm.base_persons {
+                if n == 0 || (p.score_persons > 0 && n > p.score_persons) {
+                    return Err(anyhow!(
+                        "lm.base_persons = {n}: expected 1 to score_persons ({})",
+                        p.score_persons
+                    ));
+                }
+                base_score.extend(strs(&["--limit", &n.to_string()]));
+            }
             for w in &all {
                 if lm.untuned {
-                    score(&mut stages, "lm-untuned", b, w, &dep, &lm_score);
+                    score(&mut stages, "lm-untuned", b, w, &dep, &base_score);
                 }
                 for &k in &lm.icl {
-                    let mut extra = lm_score.clone();
+                    let mut extra = base_score.clone();
                     extra.extend(strs(&["--icl", &k.to_string()]));
                     if let Some(c) = lm.max_context {
                         extra.extend(strs(&["--max-context", &c.to_string()]));

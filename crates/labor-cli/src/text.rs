@@ -320,6 +320,14 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             seed,
             out,
         } => {
+            if text.label_tokens {
+                return Err(anyhow!(
+                    "--label-tokens is for the tokenizer of a pre-trained base (`labor train` with \
+                     model.label_tokens adds them); a trained tokenizer has one token per label \
+                     continuation unless --no-label-tokens"
+                )
+                .into());
+            }
             let (p, template) = panel_and_template(panel, input, text)?;
             let r =
                 Renderer::new(&template, text.switches(), &p.taxonomy).map_err(|e| anyhow!(e))?;

@@ -654,6 +654,25 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let mut tok =
             labor_text::tokenize::from_json(json.as_bytes()).map_err(|e| anyhow!("{e}"))?;
         if base_label_tokens {
+            let plain = Renderer::new(
+                &template,
+                Switches {
+                    label_tokens: false,
+                    ..c.data.switches
+                },
+                &panel.taxonomy,
+            )
+            .map_err(|e| anyhow!(e))?;
+            let (longest, _) =
+                labor_text::tokenize::continuation_lengths(&tok, &plain.continuations())
+                    .map_err(|e| anyhow!("{e}"))?;
+            if longest == 1 {
+                return Err(anyhow!(
+                    "model.label_tokens = true: the base's tokenizer already has one token per \
+                     label (a from-scratch base); leave label_tokens out for it"
+                )
+                .into());
+            }
             labor_text::tokenize::add_label_markers(&mut tok, &renderer.continuations())
                 .map_err(|e| anyhow!("{}/tokenizer.json: {e}", base.display()))?;
             let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;

@@ -1129,6 +1129,7 @@ fn label_tokens_on_a_pretrained_base_train_resume_score_and_merge() {
         p(&panel),
         "--vocab-size",
         "900",
+        "--no-label-tokens",
         "--out",
         p(&tok),
     ]);
@@ -1298,6 +1299,113 @@ fn label_tokens_on_a_pretrained_base_train_resume_score_and_merge() {
     .unwrap();
     assert_eq!(c["vocab_size"], (base_vocab + k) as u64);
     assert!(score(&full.join("final"), &d.join("f.parquet")).len() == with_adapter.len());
+
+    // A from-scratch base whose tokenizer already has one token per label: refused.
+    let tok2 = d.join("tok2.json");
+    let o = labor(&[
+        "tokenizer",
+        "train",
+        "--panel",
+        p(&panel),
+        "--vocab-size",
+        "600",
+        "--out",
+        p(&tok2),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let base2 = d.join("base2");
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok2),
+        "--out",
+        p(&base2),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    std::fs::write(
+        &cfg,
+        run_toml("kind = \"full\"")
+            .replace(&format!("{:?}", p(&base)), &format!("{:?}", p(&base2))),
+    )
+    .unwrap();
+    let o = labor(&["train", "--config", p(&cfg), "--out", p(&d.join("refused"))]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o).1.contains("already has one token per label"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+/// The hand-off to the Hugging Face `Trainer`: a model fine-tuned by it on `labor text render`'s
+/// texts (fixture made by `tools/reference/trainer_handoff.py` from the world below) loads in
+/// `labor score`, and every test record's true-label log-probability equals what transformers
+/// computed for it.
+#[test]
+fn a_model_trained_by_the_hf_trainer_scores_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let syn = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "40",
+        "--seed",
+        "11",
+        "--out",
+        p(&syn),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trainer-handoff");
+    let out = d.join("preds.parquet");
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&fixture),
+        "--panel",
+        p(&syn.join("panel.parquet")),
+        "--split",
+        "test",
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("reference.json")).unwrap())
+            .unwrap();
+    let want = reference["records"].as_object().unwrap();
+    let mut got = labor_data::predictions::read_logp(std::fs::File::open(&out).unwrap()).unwrap();
+    got.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    let n_want: usize = want.values().map(|v| v.as_array().unwrap().len()).sum();
+    assert_eq!(got.len(), n_want, "the same test records");
+    let mut worst = 0f64;
+    for (key, recs) in want {
+        let mine: Vec<f64> = got
+            .iter()
+            .filter(|r| format!("{}/{}", r.0, r.1) == *key)
+            .map(|r| r.3)
+            .collect();
+        let theirs: Vec<f64> = recs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["logp"].as_f64().unwrap())
+            .collect();
+        assert_eq!(mine.len(), theirs.len(), "{key}");
+        for (t, (a, b)) in mine.iter().zip(&theirs).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{key} record {t}: labor {a} vs transformers {b}"
+            );
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!("{n_want} records; largest |labor - transformers| = {worst:.2e}");
 }
 
 #[test]

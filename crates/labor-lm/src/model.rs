@@ -997,12 +997,25 @@ impl Llama {
         });
     }
 
-    /// The input embedding matrix, with label rows in place when there are any.
-    fn embedding_matrix(&self) -> Tensor {
-        match &self.label_rows {
-            Some(r) => with_rows(&self.embed_tokens, r.first, &r.embed),
-            None => self.embed_tokens.shallow_clone(),
-        }
+    /// Input embeddings of `ids`: the label rows for label-token ids, the base matrix for the
+    /// rest. Two lookups and a select, so that the gradient reaches the `[K, D]` rows alone (not
+    /// a dense `[V, D]` gradient of a spliced matrix).
+    fn embed(&self, ids: &Tensor) -> Tensor {
+        let Some(r) = &self.label_rows else {
+            return Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        };
+        let v = self.embed_tokens.size()[0];
+        let k = r.embed.size()[0];
+        let is_label = ids.ge(r.first).logical_and(&ids.lt(r.first + k));
+        let base = Tensor::embedding(&self.embed_tokens, &ids.clamp(0, v - 1), -1, false, false);
+        let rows = Tensor::embedding(
+            &r.embed.to_kind(base.kind()),
+            &(ids - r.first).clamp(0, k - 1),
+            -1,
+            false,
+            false,
+        );
+        rows.where_self(&is_label.unsqueeze(-1), &base)
     }
 
     /// `cos`, `sin` of shape `[B, 1, T, head_dim]` for integer positions `[B, T]`.
@@ -1022,13 +1035,7 @@ impl Llama {
         cache: Option<&mut KvCache>,
         mask: Mask,
     ) -> Tensor {
-        let mut x = self.drop(Tensor::embedding(
-            &self.embedding_matrix(),
-            ids,
-            -1,
-            false,
-            false,
-        ));
+        let mut x = self.drop(self.embed(ids));
         let (cos, sin) = self.rope(positions, Kind::Float);
         let mut fresh = Vec::with_capacity(self.layers.len());
         let past = cache.as_ref().map(|c| &c.layers);
@@ -1059,20 +1066,32 @@ impl Llama {
     /// Logits `[…, V]` (f32) from hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let k = self.compute_kind();
-        let w = match (&self.head_bf16, k, &self.label_rows) {
-            (Some(w), Kind::BFloat16, None) => w.shallow_clone(),
-            (_, _, rows) => {
-                let base = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-                match rows {
-                    Some(r) => with_rows(base, r.first, &r.head).to_kind(k),
-                    None => base.to_kind(k),
-                }
-            }
+        let w = match (&self.head_bf16, k) {
+            (Some(w), Kind::BFloat16) => w.shallow_clone(),
+            _ => self
+                .lm_head
+                .as_ref()
+                .unwrap_or(&self.embed_tokens)
+                .to_kind(k),
         };
-        hidden
-            .to_kind(k)
-            .linear::<Tensor>(&w, None)
-            .to_kind(Kind::Float)
+        let h = hidden.to_kind(k);
+        let base = h.linear::<Tensor>(&w, None).to_kind(Kind::Float);
+        let Some(r) = &self.label_rows else {
+            return base;
+        };
+        // The label columns from their own rows, spliced into the base logits: the gradient
+        // reaches the `[K, D]` rows, and no `[V, D]` gradient of the base head is formed when
+        // it is frozen.
+        let labels = h
+            .linear::<Tensor>(&r.head.to_kind(k), None)
+            .to_kind(Kind::Float);
+        let v = base.size()[base.dim() - 1];
+        let n = labels.size()[labels.dim() - 1];
+        let mut parts = vec![base.narrow(-1, 0, r.first.min(v)), labels];
+        if r.first + n < v {
+            parts.push(base.narrow(-1, r.first + n, v - r.first - n));
+        }
+        Tensor::cat(&parts, -1)
     }
 
     /// Logits for a causal batch starting at position 0, `[B, T, V]`.

@@ -31,33 +31,73 @@ pub fn adapter_config_json(c: &LoraConfig, base: &str) -> String {
     serde_json::to_string_pretty(&v).expect("serializable") + "\n"
 }
 
-/// Reads an `adapter_config.json`: the LoRA settings and the base model path. Settings this
-/// engine does not implement (DoRA, rsLoRA, biases, per-layer patterns, fan-in-fan-out) are
-/// errors naming the key.
+/// Keys of `adapter_config.json` this engine reads.
+const UNDERSTOOD: &[&str] = &[
+    "peft_type",
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "base_model_name_or_path",
+];
+
+/// Keys that do not change an adapter's numbers once its weights are saved: bookkeeping,
+/// initialisation recipes (the saved weights are what they made) and training-only settings.
+const HARMLESS: &[&str] = &[
+    "task_type",
+    "inference_mode",
+    "init_lora_weights",
+    "revision",
+    "peft_version",
+    "auto_mapping",
+    "megatron_core",
+    "megatron_config",
+    "qalora_group_size",
+    "loftq_config",
+    "corda_config",
+    "eva_config",
+    "lora_ga_config",
+    "ensure_weight_tying",
+    "layers_pattern",
+];
+
+/// Whether a value means "off": null, false, an empty string, list or map.
+fn neutral(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// Reads an `adapter_config.json`: the LoRA settings and the base model path. Every other key
+/// must be known not to change the numbers, or be off (null, false, empty); anything else
+/// (DoRA, rsLoRA, biases, per-layer patterns, fan-in-fan-out, trainable tokens, modules to
+/// save, keys of newer PEFT releases) is an error naming the key. `target_modules` is a list of
+/// module names, or PEFT's `"all-linear"`.
 pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
     let get = |k: &str| v.get(k).filter(|x| !x.is_null());
     if get("peft_type").and_then(|x| x.as_str()) != Some("LORA") {
         return Err("peft_type is not \"LORA\"".into());
     }
-    for (k, ok) in [
-        ("use_dora", json!(false)),
-        ("use_rslora", json!(false)),
-        ("fan_in_fan_out", json!(false)),
-        ("bias", json!("none")),
-    ] {
-        if let Some(x) = get(k)
-            && *x != ok
-        {
-            return Err(format!("{k} = {x} is not supported (expected {ok})"));
+    for (k, x) in obj {
+        if UNDERSTOOD.contains(&k.as_str()) || HARMLESS.contains(&k.as_str()) {
+            continue;
         }
-    }
-    for k in ["rank_pattern", "alpha_pattern"] {
-        if get(k)
-            .and_then(|x| x.as_object())
-            .is_some_and(|m| !m.is_empty())
-        {
-            return Err(format!("{k} is not supported"));
+        let ok = match k.as_str() {
+            "bias" => x.is_null() || *x == json!("none"),
+            _ => neutral(x),
+        };
+        if !ok {
+            return Err(format!(
+                "{k} = {x} is not supported (this engine reads plain LoRA: expected it absent, \
+                 null, false or empty{})",
+                if k == "bias" { ", or \"none\"" } else { "" }
+            ));
         }
     }
     let rank = get("r").and_then(|x| x.as_u64()).ok_or("no integer `r`")? as usize;
@@ -74,7 +114,16 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
                     .ok_or("target_modules holds a non-string")
             })
             .collect::<Result<_, _>>()?,
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::String(s)) if s == "all-linear" => crate::model::LORA_MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        Some(serde_json::Value::String(s)) => {
+            return Err(format!(
+                "target_modules = {s:?}: a regular expression over module paths is not supported; \
+                 list the module names (or use \"all-linear\")"
+            ));
+        }
         _ => return Err("no `target_modules`".into()),
     };
     let base = get("base_model_name_or_path")
@@ -90,4 +139,67 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
         },
         base,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LoraConfig {
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+
+    #[test]
+    fn our_config_reads_back() {
+        let (c, base) = parse_adapter_config(&adapter_config_json(&config(), "/m")).unwrap();
+        assert_eq!(c, config());
+        assert_eq!(base, "/m");
+    }
+
+    /// Keys that change the adapted model are errors naming them; off values and bookkeeping
+    /// of newer PEFT releases are not.
+    #[test]
+    fn math_changing_keys_are_errors_naming_them() {
+        let base: serde_json::Value =
+            serde_json::from_str(&adapter_config_json(&config(), "/m")).unwrap();
+        let with = |k: &str, v: serde_json::Value| {
+            let mut x = base.clone();
+            x[k] = v;
+            parse_adapter_config(&x.to_string())
+        };
+        for (k, v) in [
+            ("modules_to_save", json!(["lm_head"])),
+            ("trainable_token_indices", json!([5, 6])),
+            ("use_dora", json!(true)),
+            ("lora_bias", json!(true)),
+            ("layers_to_transform", json!([0])),
+            ("layer_replication", json!([[0, 1]])),
+            ("target_parameters", json!(["mlp.experts.down_proj"])),
+            ("bias", json!("all")),
+            ("alpha_pattern", json!({"q_proj": 4})),
+            ("some_future_option", json!(3)),
+        ] {
+            let e = with(k, v.clone()).unwrap_err();
+            assert!(e.contains(k), "{k}: {e}");
+        }
+        for (k, v) in [
+            ("peft_version", json!("0.21.2")),
+            ("trainable_token_indices", json!(null)),
+            ("use_qalora", json!(false)),
+            ("exclude_modules", json!(null)),
+            ("some_future_option", json!(null)),
+            ("loftq_config", json!({})),
+        ] {
+            assert!(with(k, v).is_ok(), "{k}");
+        }
+        let e = with("target_modules", json!(".*proj")).unwrap_err();
+        assert!(e.contains("regular expression"), "{e}");
+        let (c, _) = with("target_modules", json!("all-linear")).unwrap();
+        assert_eq!(c.targets.len(), crate::model::LORA_MODULES.len());
+    }
 }
