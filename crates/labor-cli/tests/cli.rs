@@ -1865,6 +1865,38 @@ name = "codes"
 switches = { numeric_codes = true }
 "#;
 
+/// A stage that rejects its input (exit 2) makes `labor reproduce` exit 2 as well, naming the
+/// stage and showing the stage's own error; stages before it stay cached.
+#[test]
+fn reproduce_passes_a_stages_invalid_input_exit_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bad = d.join("bad.csv");
+    std::fs::write(&bad, "this is,not\na taxonomy\n").unwrap();
+    let preset = d.join("bad.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "description = \"a stage with a broken input\"\n\
+             [worlds.nlsy79]\nworkers = 30\nseed = 1\n\
+             [comparison]\nmodels = [\"markov1\"]\n\
+             [comparison.args]\nmarkov1 = [\"--taxonomy\", {:?}]\n",
+            p(&bad)
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(err.contains("fit markov1 on nlsy79"), "{err}");
+    assert!(
+        err.contains("expected the header `code,title,group`"),
+        "{err}"
+    );
+    assert!(out.join("stages/world-nlsy79.done").exists());
+}
+
 #[test]
 fn reproduce_caches_stages_and_resumes_after_a_kill_during_training() {
     use std::os::unix::process::CommandExt;
