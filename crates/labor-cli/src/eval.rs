@@ -65,7 +65,8 @@ fn open(path: &Path) -> anyhow::Result<File> {
 }
 
 fn read_preds(path: &Path) -> anyhow::Result<PredictionsFile> {
-    read_predictions(open(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
+    read_predictions(open(path)?)
+        .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", path.display()))))
 }
 
 /// Outcome classes for calibration: the occupation groups, then each special state by title.
@@ -256,7 +257,7 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
         let rows = read_full_by_class(open(path)?, &codes, classes.len(), |c| {
             class_of.get(c).copied()
         })
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| crate::bad!("{}: {e}", path.display()))?;
         for r in rows {
             full.insert((r.model, r.dataset, r.person_id, r.t), r.probs);
         }

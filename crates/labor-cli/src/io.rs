@@ -44,6 +44,14 @@ impl std::fmt::Display for InvalidInput {
 
 impl std::error::Error for InvalidInput {}
 
+/// `anyhow!` for invalid input (exit 2): `bad!("x = {x}: expected ...")`.
+#[macro_export]
+macro_rules! bad {
+    ($($t:tt)*) => {
+        anyhow::anyhow!($crate::io::InvalidInput(format!($($t)*)))
+    };
+}
+
 /// Whether an error chain contains an [`InvalidInput`].
 pub fn is_invalid_input(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<InvalidInput>())

@@ -473,8 +473,12 @@ pub fn run_lm(cmd: &LmCommand) -> CmdResult {
         } => {
             let text = std::fs::read_to_string(config)
                 .with_context(|| format!("cannot read {}", config.display()))?;
-            let init: InitConfig =
-                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", config.display()))?;
+            let init: InitConfig = toml::from_str(&text).map_err(|e| {
+                anyhow!(crate::io::InvalidInput(format!(
+                    "{}: {e}",
+                    config.display()
+                )))
+            })?;
             let tok_json = std::fs::read_to_string(tokenizer)
                 .with_context(|| format!("cannot read {}", tokenizer.display()))?;
             let tok = labor_text::tokenize::from_json(tok_json.as_bytes())

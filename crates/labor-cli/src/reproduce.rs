@@ -204,7 +204,8 @@ pub fn load_preset(name: &str) -> anyhow::Result<(Preset, String)> {
             )
         })?,
     };
-    let p: Preset = toml::from_str(&text).map_err(|e| anyhow!("preset {name}: {e}"))?;
+    let p: Preset = toml::from_str(&text)
+        .map_err(|e| anyhow!(crate::io::InvalidInput(format!("preset {name}: {e}"))))?;
     for a in &p.ablation {
         switch_flags(&a.switches)
             .map_err(|e| anyhow!("preset {name}: ablation {}: {e}", a.name))?;

@@ -55,7 +55,8 @@ pub fn load_world(spec: &str) -> anyhow::Result<World> {
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    World::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    World::from_toml(&text)
+        .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", path.display()))))
 }
 
 pub fn run(args: &SynthArgs) -> CmdResult {

@@ -65,7 +65,8 @@ impl TextArgs {
                 self.template
             )
         })?;
-        Template::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        Template::from_toml(&text)
+            .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", path.display()))))
     }
 }
 

@@ -321,7 +321,8 @@ fn template_of(c: &RunConfig) -> anyhow::Result<Template> {
             c.data.template
         )
     })?;
-    Template::from_toml(&text).map_err(|e| anyhow!("{}: {e}", c.data.template))
+    Template::from_toml(&text)
+        .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", c.data.template))))
 }
 
 fn texts(panel: &Panel, r: &Renderer, spec: &SplitSpec, split: Split) -> Vec<String> {
@@ -504,19 +505,23 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| {
                 format!("{}: not a run directory (no config.toml)", dir.display())
             })?;
-            let c: RunConfig = toml::from_str(&text)
-                .map_err(|e| anyhow!("{}: {e}", dir.join("config.toml").display()))?;
+            let c: RunConfig = toml::from_str(&text).map_err(|e| {
+                anyhow!(crate::io::InvalidInput(format!(
+                    "{}: {e}",
+                    dir.join("config.toml").display()
+                )))
+            })?;
             (dir.clone(), c, true)
         }
         (None, Some(cfg), Some(out)) => {
             let text = std::fs::read_to_string(cfg)
                 .with_context(|| format!("cannot read {}", cfg.display()))?;
-            let mut doc: toml::Table =
-                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+            let mut doc: toml::Table = toml::from_str(&text)
+                .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", cfg.display()))))?;
             apply_overrides(&mut doc, &a.overrides)?;
             let c: RunConfig = toml::Value::Table(doc)
                 .try_into()
-                .map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+                .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", cfg.display()))))?;
             if out.join("config.toml").exists() {
                 return Err(anyhow!("{} already holds a run: continue it with --resume {0}, or choose another --out", out.display()).into());
             }
@@ -533,22 +538,22 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             dropout: c.method.dropout,
             targets: c.method.targets.clone(),
         }),
-        k => return Err(anyhow!("method.kind {k:?}: expected \"full\" or \"lora\"").into()),
+        k => return Err(crate::bad!("method.kind {k:?}: expected \"full\" or \"lora\"").into()),
     };
     if lora.is_some() && c.model.base.is_none() {
-        return Err(anyhow!(
+        return Err(crate::bad!(
             "method.kind = \"lora\" needs model.base (a pre-trained model directory)"
         )
         .into());
     }
     if c.model.base.is_some() == c.model.scratch.is_some() {
-        return Err(anyhow!(
+        return Err(crate::bad!(
             "[model]: give exactly one of `base` (a model directory) or `scratch` (a shape)"
         )
         .into());
     }
     if c.data.switches.label_tokens && !(c.model.base.is_some() && c.model.label_tokens()) {
-        return Err(anyhow!(
+        return Err(crate::bad!(
             "data.switches.label_tokens is set by model.label_tokens = true on a pre-trained base; \
              do not set it by hand"
         )
@@ -571,7 +576,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         ..SplitSpec::default()
     };
     if !(c.data.train_fraction > 0.0 && c.data.train_fraction <= 1.0) {
-        return Err(anyhow!(
+        return Err(crate::bad!(
             "data.train_fraction = {}: expected a number in (0, 1]",
             c.data.train_fraction
         )
@@ -631,7 +636,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         "labels" => true,
         "all" => false,
         s => {
-            return Err(anyhow!("train.select {s:?}: expected \"labels\" or \"all\"").into());
+            return Err(crate::bad!("train.select {s:?}: expected \"labels\" or \"all\"").into());
         }
     };
     if train_texts.is_empty() {
@@ -667,7 +672,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
                 labor_text::tokenize::continuation_lengths(&tok, &plain.continuations())
                     .map_err(|e| anyhow!("{e}"))?;
             if longest == 1 {
-                return Err(anyhow!(
+                return Err(crate::bad!(
                     "model.label_tokens = true: the base's tokenizer already has one token per \
                      label (a from-scratch base); leave label_tokens out for it"
                 )
@@ -753,12 +758,12 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         "bf16" => true,
         "f32" => false,
         p => {
-            return Err(anyhow!("train.precision {p:?}: expected auto, f32 or bf16").into());
+            return Err(crate::bad!("train.precision {p:?}: expected auto, f32 or bf16").into());
         }
     };
     model.set_bf16_compute(bf16);
     if !(0.0..1.0).contains(&c.train.dropout) {
-        return Err(anyhow!(
+        return Err(crate::bad!(
             "train.dropout = {}: expected a probability in [0, 1)",
             c.train.dropout
         )

@@ -1865,6 +1865,65 @@ name = "codes"
 switches = { numeric_codes = true }
 "#;
 
+/// Malformed configuration and prediction files are invalid input (exit 2), whichever command
+/// reads them, with the file named in the message.
+#[test]
+fn malformed_configs_and_prediction_files_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bad_toml = d.join("bad.toml");
+    std::fs::write(&bad_toml, "x = [\n").unwrap();
+    let bad_parquet = d.join("bad.parquet");
+    std::fs::write(&bad_parquet, "not parquet").unwrap();
+    let no_data = d.join("no-data.toml");
+    std::fs::write(&no_data, "[model]\nbase = \"x\"\n").unwrap();
+    let outs: Vec<PathBuf> = ["e", "r", "t", "t2", "s", "m"]
+        .iter()
+        .map(|n| d.join(n))
+        .collect();
+    let cases: Vec<(Vec<&str>, &Path)> = vec![
+        (
+            vec!["eval", "--preds", p(&bad_parquet), "--out", p(&outs[0])],
+            &bad_parquet,
+        ),
+        (
+            vec!["reproduce", "--preset", p(&bad_toml), "--out", p(&outs[1])],
+            &bad_toml,
+        ),
+        (
+            vec!["train", "--config", p(&bad_toml), "--out", p(&outs[2])],
+            &bad_toml,
+        ),
+        (
+            vec!["train", "--config", p(&no_data), "--out", p(&outs[3])],
+            &no_data,
+        ),
+        (
+            vec!["synth", "--world", p(&bad_toml), "--out", p(&outs[4])],
+            &bad_toml,
+        ),
+        (
+            vec![
+                "lm",
+                "init",
+                "--config",
+                p(&bad_toml),
+                "--tokenizer",
+                p(&bad_toml),
+                "--out",
+                p(&outs[5]),
+            ],
+            &bad_toml,
+        ),
+    ];
+    for (args, file) in cases {
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(text(&o).1.contains(name), "{args:?}: {:?}", text(&o));
+    }
+}
+
 /// A stage that rejects its input (exit 2) makes `labor reproduce` exit 2 as well, naming the
 /// stage and showing the stage's own error; stages before it stay cached.
 #[test]
