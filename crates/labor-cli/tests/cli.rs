@@ -807,7 +807,7 @@ fn lm_init_then_score_writes_valid_predictions_and_distributions() {
         "--out",
         p(&model),
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("unknown field"), "{:?}", text(&o));
 }
 
@@ -1613,7 +1613,7 @@ fn eval_writes_tables_plots_and_a_self_contained_report() {
         "--out",
         p(&d.join("x")),
     ]);
-    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(
         text(&o).1.contains("panel.parquet") && text(&o).1.contains("no column"),
         "{:?}",
