@@ -75,19 +75,7 @@ pub fn load_model(
             .map_err(|_| invalid(format!("{}: not UTF-8", cfg_path.display())))?,
     )
     .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
-    let tok_path = dir.join("tokenizer.json");
-    let tokenizer_json = String::from_utf8(read(&tok_path)?)
-        .map_err(|_| invalid(format!("{}: not UTF-8", tok_path.display())))?;
-    let tokenizer = labor_text::tokenize::from_json(tokenizer_json.as_bytes())
-        .map_err(|e| invalid(format!("{}: {e}", tok_path.display())))?;
-    let vocab = tokenizer.get_vocab_size(true);
-    if vocab > cfg.vocab_size {
-        return Err(invalid(format!(
-            "{}: the tokenizer has {vocab} tokens but the model only {}",
-            dir.display(),
-            cfg.vocab_size
-        )));
-    }
+    let (tokenizer, tokenizer_json) = read_tokenizer(dir, cfg.vocab_size, "")?;
     let files: Vec<String> = if dir.join("model.safetensors").exists() {
         vec!["model.safetensors".into()]
     } else if dir.join("model.safetensors.index.json").exists() {
@@ -133,6 +121,29 @@ pub fn load_model(
         tokenizer_json,
         adapter: None,
     })
+}
+
+/// `DIR/tokenizer.json` and its text, checked to fit a model of `vocab_size` rows (`hint` is
+/// added to that error).
+fn read_tokenizer(
+    dir: &Path,
+    vocab_size: usize,
+    hint: &str,
+) -> anyhow::Result<(tokenizers::Tokenizer, String)> {
+    let invalid = |msg: String| anyhow!(InvalidInput(msg));
+    let tok_path = dir.join("tokenizer.json");
+    let json = String::from_utf8(read(&tok_path)?)
+        .map_err(|_| invalid(format!("{}: not UTF-8", tok_path.display())))?;
+    let tok = labor_text::tokenize::from_json(json.as_bytes())
+        .map_err(|e| invalid(format!("{}: {e}", tok_path.display())))?;
+    let vocab = tok.get_vocab_size(true);
+    if vocab > vocab_size {
+        return Err(invalid(format!(
+            "{}: the tokenizer has {vocab} tokens but the model only {vocab_size}{hint}",
+            dir.display()
+        )));
+    }
+    Ok((tok, json))
 }
 
 /// A base model (from `base`, else the adapter config's `base_model_name_or_path`, relative
@@ -185,27 +196,13 @@ pub fn load_adapter(
         m.model.fold_label_rows();
     }
     // The adapter's own tokenizer (label tokens may have been added to the base's).
-    let tok_path = dir.join("tokenizer.json");
-    if tok_path.exists() {
-        let json = String::from_utf8(read(&tok_path)?)
-            .map_err(|_| anyhow!(InvalidInput(format!("{}: not UTF-8", tok_path.display()))))?;
-        let tok = labor_text::tokenize::from_json(json.as_bytes())
-            .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", tok_path.display()))))?;
-        let vocab = tok.get_vocab_size(true);
-        if vocab > m.model.config.vocab_size {
-            return Err(anyhow!(InvalidInput(format!(
-                "{}: the tokenizer has {vocab} tokens but the model only {}{}",
-                tok_path.display(),
-                m.model.config.vocab_size,
-                if rows_path.exists() {
-                    String::new()
-                } else {
-                    format!(" (is {LABEL_ROWS_FILE} missing?)")
-                }
-            ))));
-        }
-        m.tokenizer = tok;
-        m.tokenizer_json = json;
+    if dir.join("tokenizer.json").exists() {
+        let hint = if rows_path.exists() {
+            String::new()
+        } else {
+            format!(" (is {LABEL_ROWS_FILE} missing?)")
+        };
+        (m.tokenizer, m.tokenizer_json) = read_tokenizer(dir, m.model.config.vocab_size, &hint)?;
     }
     if kind == Kind::BFloat16 {
         // The base's matrices get bf16 copies; the adapters are cast per call.

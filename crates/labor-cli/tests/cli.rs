@@ -540,6 +540,16 @@ fn text_render_and_tokenizer_train_check() {
 /// A 60-worker nlsy79 world (`d/syn`, seed `seed`) and a label-complete BPE tokenizer of
 /// `vocab` tokens trained on it (`d/tok.json`): the panel and tokenizer paths.
 fn world_and_tokenizer(d: &Path, seed: &str, vocab: &str) -> (PathBuf, PathBuf) {
+    world_and_tokenizer_with(d, seed, vocab, &[])
+}
+
+/// [`world_and_tokenizer`] with more `labor tokenizer train` flags.
+fn world_and_tokenizer_with(
+    d: &Path,
+    seed: &str,
+    vocab: &str,
+    flags: &[&str],
+) -> (PathBuf, PathBuf) {
     let syn = d.join("syn");
     let o = labor(&[
         "synth",
@@ -555,16 +565,17 @@ fn world_and_tokenizer(d: &Path, seed: &str, vocab: &str) -> (PathBuf, PathBuf) 
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let panel = syn.join("panel.parquet");
     let tok = d.join("tok.json");
-    let o = labor(&[
+    let mut args = vec![
         "tokenizer",
         "train",
         "--panel",
         p(&panel),
         "--vocab-size",
         vocab,
-        "--out",
-        p(&tok),
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    args.extend(["--out", p(&tok)]);
+    let o = labor(&args);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     (panel, tok)
 }
@@ -968,32 +979,7 @@ fn train_resumes_exactly_after_a_stop_and_after_kill_9() {
 fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let syn = d.join("syn");
-    let o = labor(&[
-        "synth",
-        "--world",
-        "nlsy79",
-        "--workers",
-        "60",
-        "--seed",
-        "9",
-        "--out",
-        p(&syn),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let panel = syn.join("panel.parquet");
-    let tok = d.join("tok.json");
-    let o = labor(&[
-        "tokenizer",
-        "train",
-        "--panel",
-        p(&panel),
-        "--vocab-size",
-        "900",
-        "--out",
-        p(&tok),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (panel, tok) = world_and_tokenizer(d, "9", "900");
     let shape = d.join("shape.toml");
     std::fs::write(
         &shape,
@@ -1107,33 +1093,7 @@ fn lora_trains_only_adapters_and_merges_to_the_same_scores() {
 fn label_tokens_on_a_pretrained_base_train_resume_score_and_merge() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let syn = d.join("syn");
-    let o = labor(&[
-        "synth",
-        "--world",
-        "nlsy79",
-        "--workers",
-        "60",
-        "--seed",
-        "9",
-        "--out",
-        p(&syn),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let panel = syn.join("panel.parquet");
-    let tok = d.join("tok.json");
-    let o = labor(&[
-        "tokenizer",
-        "train",
-        "--panel",
-        p(&panel),
-        "--vocab-size",
-        "900",
-        "--no-label-tokens",
-        "--out",
-        p(&tok),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (panel, tok) = world_and_tokenizer_with(d, "9", "900", &["--no-label-tokens"]);
     let shape = d.join("shape.toml");
     std::fs::write(
         &shape,

@@ -26,6 +26,11 @@ fn small_panel() -> Panel {
     panel
 }
 
+/// An encoding's token ids as the model takes them.
+fn ids_i64(enc: &tokenizers::Encoding) -> Vec<i64> {
+    enc.get_ids().iter().map(|&i| i as i64).collect()
+}
+
 fn random_model(vocab: usize) -> (nn::VarStore, Llama) {
     let cfg = LlamaConfig::small(vocab, 32, 64, 2, 4, 2, 4096, false);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -259,12 +264,10 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
         .taxonomy
         .ids()
         .map(|id| {
-            tok.encode(format!(" {}", renderer.title(id)), false)
-                .unwrap()
-                .get_ids()
-                .iter()
-                .map(|&i| i as i64)
-                .collect()
+            ids_i64(
+                &tok.encode(format!(" {}", renderer.title(id)), false)
+                    .unwrap(),
+            )
         })
         .collect();
     let (embed, head) = model.label_rows_init(&titles).unwrap();
@@ -289,13 +292,7 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
     // of the base.
     let person = &panel.persons[0];
     let text = renderer.render(person, &panel.taxonomy).text;
-    let text_ids: Vec<i64> = tok
-        .encode(text.as_str(), false)
-        .unwrap()
-        .get_ids()
-        .iter()
-        .map(|&i| i as i64)
-        .collect();
+    let text_ids = ids_i64(&tok.encode(text.as_str(), false).unwrap());
     assert!(text_ids.contains(&(ids[0] as i64 + person.records[0].label.index() as i64)));
     let x = Tensor::from_slice(&text_ids).unsqueeze(0);
     let logits_rows = model.forward(&x);
@@ -341,13 +338,7 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
         let pred = lm.predict(person, &ts).unwrap();
         let rendered = renderer.render(person, &panel.taxonomy);
         let enc = tok.encode(rendered.text.as_str(), false).unwrap();
-        let x = Tensor::from_slice(
-            &enc.get_ids()
-                .iter()
-                .map(|&i| i as i64)
-                .collect::<Vec<i64>>(),
-        )
-        .unsqueeze(0);
+        let x = Tensor::from_slice(&ids_i64(&enc)).unsqueeze(0);
         let logits = tch::no_grad(|| model.forward(&x)).get(0);
         for (r, span) in rendered.records.iter().enumerate() {
             // The token just before the label token: the last one ending at the context's end.
