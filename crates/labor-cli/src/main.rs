@@ -1,23 +1,11 @@
 //! `labor`: the command line of labor-llm. The only crate that reads files and parses flags.
 
-mod bench;
-mod data;
-mod demo;
-mod eval;
-mod fit;
-mod io;
-mod lm;
-mod reproduce;
-mod synth;
-mod taxonomy;
-mod text;
-mod train;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::io::{CmdResult, Failure};
+use labor_cli::io::{CmdResult, Failure};
+use labor_cli::{bench, data, demo, eval, fit, io, lm, reproduce, synth, taxonomy, text, train};
 
 /// Predict workers' next occupation from their career history with language models, and
 /// measure every model against the best possible.

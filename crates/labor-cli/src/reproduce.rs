@@ -204,24 +204,29 @@ pub fn load_preset(name: &str) -> anyhow::Result<(Preset, String)> {
             )
         })?,
     };
-    let p: Preset = toml::from_str(&text)
+    Ok((parse_preset(name, &text)?, text))
+}
+
+/// Parses and checks a preset's text (`name` is for messages).
+pub fn parse_preset(name: &str, text: &str) -> anyhow::Result<Preset> {
+    let p: Preset = toml::from_str(text)
         .map_err(|e| anyhow!(crate::io::InvalidInput(format!("preset {name}: {e}"))))?;
     for a in &p.ablation {
         switch_flags(&a.switches)
-            .map_err(|e| anyhow!("preset {name}: ablation {}: {e}", a.name))?;
+            .map_err(|e| crate::bad!("preset {name}: ablation {}: {e}", a.name))?;
     }
     for (w, s) in &p.worlds {
         if s.role != "survey" && s.role != "pretrain" {
-            return Err(anyhow!(
+            return Err(crate::bad!(
                 "preset {name}: worlds.{w}.role = {:?}: expected \"survey\" or \"pretrain\"",
                 s.role
             ));
         }
     }
     if !p.worlds.values().any(|w| w.role == "survey") {
-        return Err(anyhow!("preset {name}: no survey world to evaluate"));
+        return Err(crate::bad!("preset {name}: no survey world to evaluate"));
     }
-    Ok((p, text))
+    Ok(p)
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions (stage keys are stored on disk).

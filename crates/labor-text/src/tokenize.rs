@@ -17,8 +17,51 @@ pub const EOS: &str = "<|endoftext|>";
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Reads a Hugging Face `tokenizer.json`.
+///
+/// The `tokenizers` library panics instead of returning an error on some malformed files (a
+/// JSON syntax error inside `decoder`, a `Precompiled` normalizer whose charsmap does not
+/// decode), so those are checked here first and reported as errors.
 pub fn from_json(bytes: &[u8]) -> Result<Tokenizer, Error> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("tokenizer.json: {e}"))?;
+    check_precompiled(&doc, "")?;
     Tokenizer::from_bytes(bytes)
+}
+
+/// Every object with `"type": "Precompiled"` must read as `tokenizers` will read it.
+fn check_precompiled(v: &serde_json::Value, path: &str) -> Result<(), Error> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                serde_json::from_str::<spm_precompiled::Precompiled>(&v.to_string()).map_err(
+                    |e| {
+                        format!(
+                            "tokenizer.json: {}: a Precompiled normalizer: {e}",
+                            path_or_root(path)
+                        )
+                    },
+                )?;
+            }
+            for (k, x) in m {
+                check_precompiled(x, &format!("{path}.{k}"))?;
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                check_precompiled(x, &format!("{path}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn path_or_root(path: &str) -> &str {
+    if path.is_empty() {
+        "the top level"
+    } else {
+        path.trim_start_matches('.')
+    }
 }
 
 /// Writes a tokenizer as `tokenizer.json` text.

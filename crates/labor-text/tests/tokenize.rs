@@ -305,3 +305,26 @@ fn label_tokens_on_a_tiny_custom_taxonomy_keep_prefix_titles_apart() {
         assert_ne!(a, b);
     }
 }
+
+/// Inputs on which the `tokenizers` library itself panics (found by fuzzing, kept in
+/// fuzz/regressions/tokenizer_json/) are errors naming what is wrong.
+#[test]
+fn tokenizer_json_that_would_panic_the_library_is_an_error() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/regressions/tokenizer_json"
+    );
+    let err = |f: &str| {
+        from_json(&std::fs::read(format!("{dir}/{f}")).unwrap())
+            .err()
+            .unwrap_or_else(|| panic!("{f} was accepted"))
+            .to_string()
+    };
+    let e = err("decoder-syntax-error.json");
+    assert!(e.contains("control character"), "{e}");
+    let e = err("precompiled-bad-charsmap.json");
+    assert!(
+        e.contains("normalizer.normalizers[0]: a Precompiled normalizer"),
+        "{e}"
+    );
+}
