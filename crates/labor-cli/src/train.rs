@@ -77,6 +77,11 @@ pub struct ModelSection {
     /// the tokenizer's pieces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_tokens: Option<bool>,
+    /// With label tokens on a pre-trained base: how each label's output row starts.
+    /// `first-token` (default): the row of the title's first token. `title-mean`: the mean of
+    /// the rows of all its tokens (a distinct row per label).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub label_init: labor_lm::model::LabelInit,
     /// More panels whose training-split texts the from-scratch tokenizer also learns from (not
     /// the model), e.g. the surveys when the base is pre-trained on a resume corpus.
     #[serde(default)]
@@ -92,6 +97,10 @@ impl ModelSection {
 
 fn vocab() -> usize {
     4096
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -469,6 +478,7 @@ fn add_label_rows(
     tok: &tokenizers::Tokenizer,
     renderer: &Renderer,
     taxonomy: &labor_data::Taxonomy,
+    init: labor_lm::model::LabelInit,
 ) -> anyhow::Result<()> {
     let ids = labor_text::tokenize::label_marker_ids(tok, &renderer.continuations())
         .map_err(|e| anyhow!("tokenizer.json: {e}"))?
@@ -485,7 +495,9 @@ fn add_label_rows(
                 .collect::<Vec<i64>>())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (embed, head) = model.label_rows_init(&titles).map_err(|e| anyhow!(e))?;
+    let (embed, head) = model
+        .label_rows_init(&titles, init)
+        .map_err(|e| anyhow!(e))?;
     model
         .add_label_rows(&store.root(), ids[0] as i64, &embed, &head)
         .map_err(|e| anyhow!(e))?;
@@ -751,7 +763,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     }
     let train_vs = if lora.is_some() { &avs } else { &vs };
     if base_label_tokens {
-        add_label_rows(&mut model, train_vs, &tokenizer, &renderer, &panel.taxonomy)?;
+        add_label_rows(
+            &mut model,
+            train_vs,
+            &tokenizer,
+            &renderer,
+            &panel.taxonomy,
+            c.model.label_init,
+        )?;
     }
     let bf16 = match c.train.precision.as_str() {
         "auto" => device != tch::Device::Cpu,

@@ -635,6 +635,17 @@ pub struct Llama {
     mode: Arc<Mode>,
 }
 
+/// How the output rows of added label tokens start (see [`Llama::label_rows_init`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelInit {
+    /// The row of the title's first token.
+    #[default]
+    FirstToken,
+    /// The mean of the rows of all the title's tokens.
+    TitleMean,
+}
+
 /// One added token per label, ids `first..first + K`: its input embedding and its own output
 /// row (untied, whatever the base does), kept apart from the base matrices while training so
 /// that only they (and LoRA adapters) are trainable; [`Llama::fold_label_rows`] writes them into
@@ -906,10 +917,17 @@ impl Llama {
 
     /// Initial rows for K added label tokens: each input embedding is the mean of the input
     /// embeddings of the label's title tokens (`title_ids[k]`, as the base tokenizer writes the
-    /// title after a record's colon), and each output row is the output row of the title's
-    /// first token, so the label token starts with the probability the base gives the title's
-    /// first token. Returns `([K, D], [K, D])` detached copies.
-    pub fn label_rows_init(&self, title_ids: &[Vec<i64>]) -> Result<(Tensor, Tensor), String> {
+    /// title after a record's colon). Each output row is, by `init`, the output row of the
+    /// title's first token ([`LabelInit::FirstToken`]: the label token starts with the
+    /// probability the base gives that token, and labels whose titles start alike start tied) or
+    /// the mean of the output rows of all its tokens ([`LabelInit::TitleMean`]: one distinct row
+    /// per label; for a tied-embedding base the same vector as the input row). Returns
+    /// `([K, D], [K, D])` detached copies.
+    pub fn label_rows_init(
+        &self,
+        title_ids: &[Vec<i64>],
+        init: LabelInit,
+    ) -> Result<(Tensor, Tensor), String> {
         let v = self.embed_tokens.size()[0];
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let mut embed = Vec::with_capacity(title_ids.len());
@@ -926,7 +944,10 @@ impl Llama {
                     .index_select(0, &idx)
                     .mean_dim(0, false, Kind::Float),
             );
-            out.push(head.get(ids[0]).to_kind(Kind::Float));
+            out.push(match init {
+                LabelInit::FirstToken => head.get(ids[0]).to_kind(Kind::Float),
+                LabelInit::TitleMean => head.index_select(0, &idx).mean_dim(0, false, Kind::Float),
+            });
         }
         Ok(tch::no_grad(|| {
             (

@@ -270,7 +270,9 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
             )
         })
         .collect();
-    let (embed, head) = model.label_rows_init(&titles).unwrap();
+    let (embed, head) = model
+        .label_rows_init(&titles, labor_lm::model::LabelInit::FirstToken)
+        .unwrap();
     // Initialisation: mean of the title's input embeddings; the first title token's output row.
     let t0 = &titles[5];
     let want = model
@@ -280,6 +282,15 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
     assert!(embed.get(5).allclose(&want, 1e-6, 1e-6, false));
     let base_head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
     assert!(head.get(5).allclose(&base_head.get(t0[0]), 0.0, 0.0, false));
+    // The other initialisation: the mean of the title's output rows.
+    let (embed_m, head_m) = model
+        .label_rows_init(&titles, labor_lm::model::LabelInit::TitleMean)
+        .unwrap();
+    assert!(embed_m.allclose(&embed, 0.0, 0.0, false));
+    let want = base_head
+        .index_select(0, &Tensor::from_slice(t0))
+        .mean_dim(0, false, Kind::Float);
+    assert!(head_m.get(5).allclose(&want, 1e-6, 1e-6, false));
     // Perturb the rows so the test does not depend on the initialisation.
     let rows_vs = nn::VarStore::new(Device::Cpu);
     let embed = embed + Tensor::randn([k as i64, 32], (Kind::Float, Device::Cpu)) * 0.1;
