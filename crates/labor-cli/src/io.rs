@@ -203,6 +203,52 @@ pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildRep
     result.map_err(|e| invalid(path, e))
 }
 
+/// An exclusive lock on a directory, held until dropped: `DIR/.lock`, locked with the
+/// operating system's advisory file lock, holding the process id for the message. The kernel
+/// releases the lock when the process ends, however it ends, so a lock file left behind never
+/// blocks a later run.
+pub struct DirLock {
+    _file: File,
+}
+
+/// Takes [`DirLock`] on `dir` (created if missing) for `what` (e.g. "`labor train`"), or
+/// fails at once naming the process that holds it.
+pub fn lock_dir(dir: &Path, what: &str) -> anyhow::Result<DirLock> {
+    use std::io::{Read, Seek};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            bail!(
+                "{}: another {what} is running in this directory (process {}, holding {}); \
+                 wait for it to finish or stop it first",
+                dir.display(),
+                if holder.is_empty() { "unknown" } else { holder },
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    f.set_len(0)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    writeln!(f, "{}", std::process::id())?;
+    f.flush()?;
+    Ok(DirLock { _file: f })
+}
+
 /// Writes `path` through a temporary file renamed into place, so a failed write leaves no
 /// half-written file.
 pub fn write_atomic(

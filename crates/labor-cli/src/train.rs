@@ -541,6 +541,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
         _ => unreachable!("clap requires --config and --out, or --resume"),
     };
+    // One `labor train` per run directory at a time (a second `--resume` would interleave
+    // checkpoints).
+    let _lock = crate::io::lock_dir(&dir, "`labor train`")?;
     let mut c = config;
     let lora = match c.method.kind.as_str() {
         "full" => None,

@@ -2282,3 +2282,101 @@ fn gpu_preset_shrunk_runs_end_to_end_on_cpu_in_bf16() {
         .unwrap();
     assert!(log.contains("BFloat16"), "scored in bf16:\n{log}");
 }
+
+/// Two `labor train` on one run directory cannot both run: the second fails at once naming the
+/// process that holds the directory's lock, and runs normally once it is released.
+#[test]
+fn a_second_labor_train_on_a_run_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("config.toml"),
+        "[model]\nbase = \"no-such-model\"\n[data]\npanels = [\"no-such-panel.parquet\"]\n\
+         [optim]\nlr = 1e-3\n[train]\ntotal_steps = 2\n",
+    )
+    .unwrap();
+    // This test process stands in for a running `labor train`.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(run.join(".lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(run.join(".lock"), "4242\n").unwrap();
+    let o = labor(&["train", "--resume", p(&run)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another `labor train` is running in this directory (process 4242"),
+        "{err}"
+    );
+    drop(lock);
+    let o = labor(&["train", "--resume", p(&run)]);
+    let (_, err) = text(&o);
+    assert!(!err.contains("another `labor train`"), "{err}");
+    assert!(err.contains("no-such"), "{err}");
+}
+
+/// A write that fails part-way (here the file-size limit, as a full disk would) is a clear
+/// error, leaves the previous file untouched and no temporary file behind.
+#[test]
+fn a_write_that_fails_part_way_leaves_no_partial_file() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "300",
+        "--threads",
+        "1",
+        "--out",
+        p(&d.join("syn")),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let out = d.join("out").join("panel.csv");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, "the previous file\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_labor"));
+    cmd.args([
+        "data",
+        "convert",
+        p(&d.join("syn").join("panel.parquet")),
+        p(&out),
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 32 * 1024,
+                rlim_max: 32 * 1024,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write") && err.contains("panel.csv"),
+        "{err}"
+    );
+    assert!(err.contains("File too large"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "the previous file\n"
+    );
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("panel.csv")]);
+}
