@@ -28,6 +28,7 @@ run_one() {
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     cp -n fuzz/seeds/"$t"/* "fuzz/corpus/$t/" 2>/dev/null || true
     local log="fuzz/artifacts/$t/run.log"
+    local t0=$SECONDS
     "$bin/$t" "fuzz/corpus/$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 \
         -malloc_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
         -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || true
@@ -35,8 +36,9 @@ run_one() {
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     local crashes
     crashes=$(find "fuzz/artifacts/$t" -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' | wc -l)
-    echo -e "$t\t${execs:-?}\t$secs\t$(ls "fuzz/corpus/$t" | wc -l)\t$crashes" >> fuzz/last-run.tsv
-    echo "$t: ${execs:-?} executions in $secs s, $crashes crash/oom/timeout file(s)"
+    local took=$((SECONDS - t0))
+    echo -e "$t\t${execs:-?}\t$took\t$(ls "fuzz/corpus/$t" | wc -l)\t$crashes" >> fuzz/last-run.tsv
+    echo "$t: ${execs:-?} executions in $took s, $crashes crash/oom/timeout file(s)"
 }
 running=0
 for t in "${targets[@]}"; do

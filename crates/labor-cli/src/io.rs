@@ -203,6 +203,31 @@ pub fn load_panel(path: &Path, input: &PanelInput) -> CmdResult<(Panel, BuildRep
     result.map_err(|e| invalid(path, e))
 }
 
+/// Writes `problems` (of input `file` where a problem names none) as CSV: file, unit (`line`,
+/// `row` or empty for the whole input), index, field, found, expected.
+pub fn write_problems_csv(path: &Path, file: &str, problems: &[Problem]) -> anyhow::Result<()> {
+    write_atomic(path, |w| {
+        let mut c = csv::Writer::from_writer(w);
+        c.write_record(["file", "unit", "index", "field", "found", "expected"])?;
+        for p in problems {
+            let (f, unit, index) = match &p.location {
+                Some(l) => (
+                    l.file.as_deref().unwrap_or(file),
+                    match l.unit {
+                        labor_data::problem::Unit::Line => "line",
+                        labor_data::problem::Unit::Row => "row",
+                    },
+                    l.index.to_string(),
+                ),
+                None => (file, "", String::new()),
+            };
+            c.write_record([f, unit, &index, &p.field, &p.found, &p.expected])?;
+        }
+        c.flush()?;
+        Ok(())
+    })
+}
+
 /// An exclusive lock on a directory, held until dropped: `DIR/.lock`, locked with the
 /// operating system's advisory file lock, holding the process id for the message. The kernel
 /// releases the lock when the process ends, however it ends, so a lock file left behind never

@@ -14,6 +14,10 @@ use labor_cli::{bench, data, demo, eval, fit, io, lm, reproduce, synth, taxonomy
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Write every problem of invalid input to this CSV file (file, unit, index, field, found,
+    /// expected); the terminal shows the first 50 and a summary.
+    #[arg(long, global = true, value_name = "FILE")]
+    problems: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,7 +131,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid { file, problems }) => {
-            report_problems(&file, &problems);
+            report_problems(&file, &problems, cli.problems.as_deref());
             ExitCode::from(2)
         }
         Err(Failure::Other(e)) => {
@@ -137,12 +141,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints every problem (one per line) and a summary by field, to stderr.
-fn report_problems(file: &str, problems: &[labor_data::Problem]) {
-    let mut by_field: std::collections::BTreeMap<&str, usize> = Default::default();
-    for p in problems {
+/// Problems printed to the terminal; the rest are summarised (and all go to `--problems`).
+const SHOWN_PROBLEMS: usize = 50;
+
+/// Prints the first problems (one per line), then a summary by field and by kind (field and
+/// what was expected), to stderr; with `csv`, writes every problem there.
+fn report_problems(file: &str, problems: &[labor_data::Problem], csv: Option<&std::path::Path>) {
+    use std::collections::BTreeMap;
+    for p in problems.iter().take(SHOWN_PROBLEMS) {
         eprintln!("{}", p.clone().with_default_file(file));
+    }
+    let written = csv.map(|path| (path, io::write_problems_csv(path, file, problems)));
+    if problems.len() > SHOWN_PROBLEMS {
+        let rest = problems.len() - SHOWN_PROBLEMS;
+        match &written {
+            Some((path, Ok(()))) => {
+                eprintln!("... and {rest} more, all in {}", path.display())
+            }
+            _ => eprintln!("... and {rest} more (--problems FILE writes them all as CSV)"),
+        }
+    }
+    if let Some((path, Err(e))) = &written {
+        eprintln!("error: cannot write {}: {e:#}", path.display());
+    }
+    let mut by_field: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_kind: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for p in problems {
         *by_field.entry(&p.field).or_insert(0) += 1;
+        *by_kind.entry((&p.field, &p.expected)).or_insert(0) += 1;
     }
     let summary: Vec<String> = by_field.iter().map(|(f, n)| format!("{f}: {n}")).collect();
     eprintln!(
@@ -150,4 +176,9 @@ fn report_problems(file: &str, problems: &[labor_data::Problem]) {
         problems.len(),
         summary.join(", ")
     );
+    if problems.len() > SHOWN_PROBLEMS {
+        for ((field, expected), n) in &by_kind {
+            eprintln!("  {n} × {field}: expected {expected}");
+        }
+    }
 }

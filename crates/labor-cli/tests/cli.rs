@@ -2380,3 +2380,54 @@ fn a_write_that_fails_part_way_leaves_no_partial_file() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("panel.csv")]);
 }
+
+/// A panel with many problems: the terminal shows the first 50 and a summary by field and kind;
+/// `--problems FILE` (a flag of every command) writes every one as CSV. Exit 2 as before.
+#[test]
+fn long_problem_lists_are_cut_to_50_with_a_summary_and_written_whole_with_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    let mut csv =
+        String::from("dataset,person_id,year,label,education,gender,race,region,birth_year\n");
+    // 70 unknown labels (lines 2..=71) and 10 education values outside the set.
+    for i in 0..70 {
+        csv += &format!("NLSY79,{i},1990,99-999,high_school_diploma,female,black,south,1962\n");
+    }
+    for i in 70..80 {
+        csv += &format!("NLSY79,{i},1990,UNEMP,college,female,black,south,1962\n");
+    }
+    std::fs::write(&bad, csv).unwrap();
+    let o = labor(&["data", "validate", p(&bad)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches(": field `").count(), 50, "{err}");
+    assert!(
+        err.contains("... and 30 more (--problems FILE writes them all as CSV)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("invalid: 80 problem(s) (education: 10, label: 70)"),
+        "{err}"
+    );
+    assert!(err.contains("  70 × label: expected "), "{err}");
+    assert!(err.contains("  10 × education: expected "), "{err}");
+
+    let all = dir.path().join("problems.csv");
+    let o = labor(&["data", "validate", p(&bad), "--problems", p(&all)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("... and 30 more, all in {}", p(&all))),
+        "{err}"
+    );
+    let written = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines[0], "file,unit,index,field,found,expected");
+    assert_eq!(lines.len(), 81, "{written}");
+    assert!(
+        lines[1].starts_with(&format!("{},line,2,label,", p(&bad))),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[80].contains(",line,81,education,"), "{}", lines[80]);
+}

@@ -316,8 +316,7 @@ pub fn read_logp<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
 ) -> Result<Vec<(String, String, i32, f64)>, String> {
     use arrow_array::{Float64Array, Int32Array, StringArray};
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
-        .map_err(|e| e.to_string())?;
+    let b = crate::formats::parquet::open_parquet(reader)?;
     let mut out = Vec::new();
     for batch in b.build().map_err(|e| e.to_string())? {
         let batch = batch.map_err(|e| e.to_string())?;
@@ -380,8 +379,7 @@ pub fn read_predictions<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
 ) -> Result<PredictionsFile, String> {
     use arrow_array::{Array, Float64Array, Int32Array, StringArray};
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
-        .map_err(|e| e.to_string())?;
+    let b = crate::formats::parquet::open_parquet(reader)?;
     let metadata = b
         .metadata()
         .file_metadata()
@@ -463,8 +461,7 @@ pub fn read_full_by_class<R: parquet::file::reader::ChunkReader + 'static>(
     class_of: impl Fn(&str) -> Option<usize>,
 ) -> Result<Vec<ClassProbs>, String> {
     use arrow_array::{Float64Array, Int32Array, StringArray};
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(reader)
-        .map_err(|e| e.to_string())?;
+    let b = crate::formats::parquet::open_parquet(reader)?;
     let schema = b.schema().clone();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let missing: Vec<&String> = expected

@@ -180,3 +180,27 @@ fn parquet_problems_carry_row_numbers() {
         .is_err()
     );
 }
+
+/// A Parquet file whose metadata puts a column chunk at a negative offset (found by fuzzing;
+/// the `parquet` crate panics on it) is a problem naming the chunk, for panels and predictions.
+#[test]
+fn parquet_with_a_column_chunk_outside_the_file_is_a_problem() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/regressions/parquet/negative-column-chunk-offset.parquet"
+    );
+    let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
+    let e = labor_data::formats::parquet::read_panel_parquet(
+        bytes.clone(),
+        labor_data::Taxonomy::embedded_default(),
+        labor_data::BuildOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.0[0].found.contains("does not lie inside the file"),
+        "{:?}",
+        e.0
+    );
+    let e = labor_data::predictions::read_predictions(bytes).unwrap_err();
+    assert!(e.contains("does not lie inside the file"), "{e}");
+}

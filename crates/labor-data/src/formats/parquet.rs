@@ -28,12 +28,44 @@ fn data_type(c: Column) -> DataType {
     }
 }
 
+/// Opens a Parquet stream for reading, checking what the `parquet` crate would otherwise
+/// panic on: every column chunk's byte range (from its metadata) must be non-negative and lie
+/// inside the stream.
+pub fn open_parquet<R: ChunkReader + 'static>(
+    reader: R,
+) -> Result<ParquetRecordBatchReaderBuilder<R>, String> {
+    let len = reader.len();
+    let b = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| e.to_string())?;
+    for (g, rg) in b.metadata().row_groups().iter().enumerate() {
+        for (c, col) in rg.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or(col.data_page_offset());
+            let size = col.compressed_size();
+            let inside = start >= 0
+                && size >= 0
+                && (start as u64)
+                    .checked_add(size as u64)
+                    .is_some_and(|end| end <= len);
+            if !inside {
+                return Err(format!(
+                    "Parquet metadata: row group {g}, column {c}: its data (offset {start}, \
+                     {size} bytes) does not lie inside the file ({len} bytes)"
+                ));
+            }
+        }
+    }
+    Ok(b)
+}
+
 /// Reads and validates a Parquet panel. Problems carry 1-based row numbers.
 pub fn read_panel_parquet<R: ChunkReader + 'static>(
     reader: R,
     taxonomy: Taxonomy,
     options: BuildOptions,
 ) -> Result<(Panel, BuildReport), Problems> {
+    let builder = open_parquet(reader)
+        .map_err(|e| Problems(vec![Problem::global("file", e, "a readable Parquet file")]))?;
     let not_parquet = |e: parquet::errors::ParquetError| {
         Problems(vec![Problem::global(
             "file",
@@ -41,7 +73,6 @@ pub fn read_panel_parquet<R: ChunkReader + 'static>(
             "a readable Parquet file",
         )])
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(not_parquet)?;
     let names: Vec<String> = builder
         .schema()
         .fields()
