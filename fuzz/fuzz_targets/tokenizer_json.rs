@@ -1,5 +1,6 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    labor_fuzz::init();
     labor_fuzz::tokenizer_json(data);
 });

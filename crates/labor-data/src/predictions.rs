@@ -315,6 +315,12 @@ pub fn write_full_distributions<'a, W: Write + Send>(
 pub fn read_logp<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
 ) -> Result<Vec<(String, String, i32, f64)>, String> {
+    crate::formats::parquet::guarded(|| read_logp_unguarded(reader))
+}
+
+fn read_logp_unguarded<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Result<Vec<(String, String, i32, f64)>, String> {
     use arrow_array::{Float64Array, Int32Array, StringArray};
     let b = crate::formats::parquet::open_parquet(reader)?;
     let mut out = Vec::new();
@@ -376,6 +382,12 @@ fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str, what: &str) -> Res
 /// Reads every row of a predictions file (SPEC §7.1). Problems name the row (1-based) and
 /// column. The `icl_k` column is optional (files written before it existed lack it).
 pub fn read_predictions<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Result<PredictionsFile, String> {
+    crate::formats::parquet::guarded(|| read_predictions_unguarded(reader))
+}
+
+fn read_predictions_unguarded<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
 ) -> Result<PredictionsFile, String> {
     use arrow_array::{Array, Float64Array, Int32Array, StringArray};
@@ -455,6 +467,17 @@ pub struct ClassProbs {
 /// column that is not a label. Labels missing from the file are an error when `expected` lists
 /// them, so a file written for another label set is never silently mis-read.
 pub fn read_full_by_class<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    expected: &[String],
+    n_classes: usize,
+    class_of: impl Fn(&str) -> Option<usize>,
+) -> Result<Vec<ClassProbs>, String> {
+    crate::formats::parquet::guarded(|| {
+        read_full_by_class_unguarded(reader, expected, n_classes, class_of)
+    })
+}
+
+fn read_full_by_class_unguarded<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
     expected: &[String],
     n_classes: usize,

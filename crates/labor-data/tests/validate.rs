@@ -204,3 +204,32 @@ fn parquet_with_a_column_chunk_outside_the_file_is_a_problem() {
     let e = labor_data::predictions::read_predictions(bytes).unwrap_err();
     assert!(e.contains("does not lie inside the file"), "{e}");
 }
+
+/// A data page whose run-length header is longer than the format allows (found by fuzzing;
+/// the `parquet` crate panics on it even in release builds) is a problem, not a crash.
+#[test]
+fn parquet_whose_data_pages_panic_the_library_is_a_problem() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/regressions/parquet/overlong-rle-run-header.parquet"
+    );
+    let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
+    let e = labor_data::formats::parquet::read_panel_parquet(
+        bytes.clone(),
+        labor_data::Taxonomy::embedded_default(),
+        labor_data::BuildOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.0[0].found.contains("malformed Parquet data"), "{:?}", e.0);
+    for r in [
+        labor_data::predictions::read_predictions(bytes.clone()).map(|_| ()),
+        labor_data::predictions::read_logp(bytes.clone()).map(|_| ()),
+        labor_data::predictions::read_full_by_class(bytes, &[], 2, |_| Some(0)).map(|_| ()),
+    ] {
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("malformed Parquet data") || e.contains("column"),
+            "{e}"
+        );
+    }
+}

@@ -29,6 +29,22 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("model_json", model_json),
 ];
 
+/// For libFuzzer runs: replaces libfuzzer-sys's panic hook (which aborts on every panic, even
+/// one a reader catches on purpose, like the Parquet guard) with one that only prints the
+/// first panics. A panic that escapes a body still aborts the run: libfuzzer-sys catches it
+/// at the boundary and aborts.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        static SHOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        std::panic::set_hook(Box::new(|info| {
+            if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 20 {
+                eprintln!("panic (caught by a reader, or a finding if the run stops): {info}");
+            }
+        }));
+    });
+}
+
 fn taxonomy() -> Taxonomy {
     static T: OnceLock<Taxonomy> = OnceLock::new();
     T.get_or_init(Taxonomy::embedded_default).clone()

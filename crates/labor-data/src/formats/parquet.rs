@@ -58,8 +58,47 @@ pub fn open_parquet<R: ChunkReader + 'static>(
     Ok(b)
 }
 
+/// Runs a Parquet reader, turning a panic inside the `parquet` library into an error:
+/// `parquet` 60 asserts instead of returning an error on some malformed data pages (e.g. an
+/// over-long run-length header, found by fuzzing), which no check of the metadata can rule out.
+pub fn guarded<T>(read: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(format!(
+            "malformed Parquet data (the parquet library failed while decoding it: {what})"
+        ))
+    })
+}
+
 /// Reads and validates a Parquet panel. Problems carry 1-based row numbers.
 pub fn read_panel_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    taxonomy: Taxonomy,
+    options: BuildOptions,
+) -> Result<(Panel, BuildReport), Problems> {
+    let mut problems = None;
+    let result = guarded(|| {
+        read_panel_parquet_unguarded(reader, taxonomy, options).map_err(|p| {
+            problems = Some(p);
+            String::new()
+        })
+    });
+    match (result, problems) {
+        (Ok(r), _) => Ok(r),
+        (Err(_), Some(p)) => Err(p),
+        (Err(e), None) => Err(Problems(vec![Problem::global(
+            "file",
+            e,
+            "a readable Parquet file",
+        )])),
+    }
+}
+
+fn read_panel_parquet_unguarded<R: ChunkReader + 'static>(
     reader: R,
     taxonomy: Taxonomy,
     options: BuildOptions,
