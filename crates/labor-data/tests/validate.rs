@@ -181,21 +181,26 @@ fn parquet_problems_carry_row_numbers() {
     );
 }
 
+/// An input kept in `fuzz/regressions/parquet/`.
+fn parquet_regression(name: &str) -> bytes::Bytes {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/regressions/parquet"
+    );
+    bytes::Bytes::from(std::fs::read(format!("{dir}/{name}")).unwrap())
+}
+
+/// The problems of reading `bytes` as a Parquet panel (it must be invalid).
+fn panel_problems(bytes: bytes::Bytes) -> labor_data::Problems {
+    read_panel_parquet(bytes, Taxonomy::embedded_default(), BuildOptions::default()).unwrap_err()
+}
+
 /// A Parquet file whose metadata puts a column chunk at a negative offset (found by fuzzing;
 /// the `parquet` crate panics on it) is a problem naming the chunk, for panels and predictions.
 #[test]
 fn parquet_with_a_column_chunk_outside_the_file_is_a_problem() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fuzz/regressions/parquet/negative-column-chunk-offset.parquet"
-    );
-    let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
-    let e = labor_data::formats::parquet::read_panel_parquet(
-        bytes.clone(),
-        labor_data::Taxonomy::embedded_default(),
-        labor_data::BuildOptions::default(),
-    )
-    .unwrap_err();
+    let bytes = parquet_regression("negative-column-chunk-offset.parquet");
+    let e = panel_problems(bytes.clone());
     assert!(
         e.0[0].found.contains("does not lie inside the file"),
         "{:?}",
@@ -209,17 +214,8 @@ fn parquet_with_a_column_chunk_outside_the_file_is_a_problem() {
 /// the `parquet` crate panics on it even in release builds) is a problem, not a crash.
 #[test]
 fn parquet_whose_data_pages_panic_the_library_is_a_problem() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fuzz/regressions/parquet/overlong-rle-run-header.parquet"
-    );
-    let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
-    let e = labor_data::formats::parquet::read_panel_parquet(
-        bytes.clone(),
-        labor_data::Taxonomy::embedded_default(),
-        labor_data::BuildOptions::default(),
-    )
-    .unwrap_err();
+    let bytes = parquet_regression("overlong-rle-run-header.parquet");
+    let e = panel_problems(bytes.clone());
     assert!(e.0[0].found.contains("malformed Parquet data"), "{:?}", e.0);
     for r in [
         labor_data::predictions::read_predictions(bytes.clone()).map(|_| ()),

@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+use labor_eval::stats::SplitMix64;
+
 /// Mutated inputs per target (deterministic).
 const MUTATIONS: usize = 300;
 
@@ -33,22 +35,7 @@ fn files_in(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     v
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(seed: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
     let mut b = seed.to_vec();
     for _ in 0..1 + rng.below(4) {
         let n = b.len();
@@ -123,7 +110,7 @@ fn every_fuzz_target_survives_its_seeds_regressions_and_mutations() {
             std::fs::write(last.join(name), bytes).unwrap();
             body(bytes);
         }
-        let mut rng = Rng(0x5EED ^ name.len() as u64);
+        let mut rng = SplitMix64::new(0x5EED ^ name.len() as u64);
         for _ in 0..MUTATIONS {
             let input = mutate(&seeds[rng.below(seeds.len())].1, &mut rng);
             std::fs::write(last.join(name), &input).unwrap();
