@@ -4,6 +4,7 @@
 pub mod career;
 pub mod csv;
 pub mod parquet;
+pub mod parquet_pages;
 
 use crate::panel::{Column, Panel, Person, Record};
 

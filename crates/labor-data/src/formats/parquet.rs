@@ -8,7 +8,9 @@ use arrow_array::builder::{Float64Builder, Int32Builder, StringBuilder};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::ChunkReader;
@@ -29,14 +31,16 @@ fn data_type(c: Column) -> DataType {
 }
 
 /// Opens a Parquet stream for reading, checking what the `parquet` crate would otherwise
-/// panic on: every column chunk's byte range (from its metadata) must be non-negative and lie
-/// inside the stream.
+/// panic on or over-allocate for: every column chunk's byte range (from its metadata) must be
+/// non-negative and lie inside the stream, and every page header inside it must declare sizes
+/// that fit its chunk and, for Snappy, that Snappy can produce (see [`super::parquet_pages`]).
 pub fn open_parquet<R: ChunkReader + 'static>(
     reader: R,
 ) -> Result<ParquetRecordBatchReaderBuilder<R>, String> {
     let len = reader.len();
-    let b = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| e.to_string())?;
-    for (g, rg) in b.metadata().row_groups().iter().enumerate() {
+    let meta = ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default())
+        .map_err(|e| e.to_string())?;
+    for (g, rg) in meta.metadata().row_groups().iter().enumerate() {
         for (c, col) in rg.columns().iter().enumerate() {
             let start = col
                 .dictionary_page_offset()
@@ -53,9 +57,22 @@ pub fn open_parquet<R: ChunkReader + 'static>(
                      {size} bytes) does not lie inside the file ({len} bytes)"
                 ));
             }
+            let snappy = col.compression() == Compression::SNAPPY;
+            let compressed = col.compression() != Compression::UNCOMPRESSED;
+            if compressed {
+                super::parquet_pages::check_column_chunk(size as u64, snappy, |at, n| {
+                    reader
+                        .get_bytes(start as u64 + at, n)
+                        .map(|b| b.to_vec())
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("Parquet data: row group {g}, column {c}, {e}"))?;
+            }
         }
     }
-    Ok(b)
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+        reader, meta,
+    ))
 }
 
 /// Runs a Parquet reader, turning a panic inside the `parquet` library into an error:
@@ -239,5 +256,22 @@ fn column_array(
             }
             Arc::new(b.finish())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[test]
+    fn a_panic_inside_a_guarded_reader_is_an_error_naming_it() {
+        let e = guarded::<()>(|| panic!("run length too long")).unwrap_err();
+        assert!(e.starts_with("malformed Parquet data"), "{e}");
+        assert!(e.contains("run length too long"), "{e}");
+        assert_eq!(guarded(|| Ok::<_, String>(3)), Ok(3));
+        assert_eq!(
+            guarded::<()>(|| Err("plain".into())),
+            Err("plain".to_string())
+        );
     }
 }
