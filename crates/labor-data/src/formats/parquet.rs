@@ -58,16 +58,13 @@ pub fn open_parquet<R: ChunkReader + 'static>(
                 ));
             }
             let snappy = col.compression() == Compression::SNAPPY;
-            let compressed = col.compression() != Compression::UNCOMPRESSED;
-            if compressed {
-                super::parquet_pages::check_column_chunk(size as u64, snappy, |at, n| {
-                    reader
-                        .get_bytes(start as u64 + at, n)
-                        .map(|b| b.to_vec())
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| format!("Parquet data: row group {g}, column {c}, {e}"))?;
-            }
+            super::parquet_pages::check_column_chunk(size as u64, snappy, |at, n| {
+                reader
+                    .get_bytes(start as u64 + at, n)
+                    .map(|b| b.to_vec())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("Parquet data: row group {g}, column {c}, {e}"))?;
         }
     }
     Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
