@@ -10,10 +10,10 @@
 //! | `years_in_job` | 1 | years since the run of the previous label began, inclusive, / 10 (0 at t = 1) |
 //! | `years_observed` | 1 | years since the first record, / 10 |
 //! | `non_consecutive` | 1 | 1 when the previous record is not the year before |
-//! | `education_changed` | 1 | 1 when education differs from the previous record's |
+//! | `education_changed` | 1 | 1 when education differs from the previous record's (both known) |
 //! | `year=LO-HI` | buckets | 5-year bucket of the record's year (clamped to the training range) |
-//! | `education=LEVEL` | 8 | the record's education |
-//! | `gender=`, `race=`, `region=` | values | static covariates seen in training (others: none active) |
+//! | `education=LEVEL` | 8 | the record's education (none active when missing) |
+//! | `gender=`, `race=`, `region=` | values | static covariates seen in training (others, and missing values: none active) |
 //! | `cohort=1950s`, `cohort=unknown` | decades + 1 | birth decade |
 //!
 //! Only records < t and record t's own year and education are used.
@@ -145,9 +145,10 @@ impl FeatureSpec {
             .iter()
             .filter(|p| p.split_or(spec) == Split::Train)
         {
-            genders.insert(p.gender.clone());
-            races.insert(p.race.clone());
-            regions.insert(p.region.clone());
+            // Missing values are not levels: a person without one has none active.
+            genders.extend(p.gender.clone());
+            races.extend(p.race.clone());
+            regions.extend(p.region.clone());
             if let Some(b) = p.birth_year {
                 cohorts.insert(decade(b));
             }
@@ -274,21 +275,28 @@ impl FeatureSpec {
             if r.year - prev.year > 1 {
                 one(o.non_consecutive);
             }
-            if r.education != prev.education {
+            if let (Some(a), Some(b)) = (r.education, prev.education)
+                && a != b
+            {
                 one(o.education_changed);
             }
         }
         let b = ((r.year.clamp(self.year_lo, self.year_hi + YEAR_BUCKET - 1) - self.year_lo)
             / YEAR_BUCKET) as usize;
         one(o.year + b);
-        one(o.education + r.education as usize);
-        if let Ok(i) = self.genders.binary_search(&person.gender) {
+        if let Some(e) = r.education {
+            one(o.education + e as usize);
+        }
+        let find = |levels: &[String], v: &Option<String>| {
+            v.as_ref().and_then(|v| levels.binary_search(v).ok())
+        };
+        if let Some(i) = find(&self.genders, &person.gender) {
             one(o.gender + i);
         }
-        if let Ok(i) = self.races.binary_search(&person.race) {
+        if let Some(i) = find(&self.races, &person.race) {
             one(o.race + i);
         }
-        if let Ok(i) = self.regions.binary_search(&person.region) {
+        if let Some(i) = find(&self.regions, &person.region) {
             one(o.region + i);
         }
         match person.birth_year {

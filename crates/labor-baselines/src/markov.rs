@@ -148,8 +148,8 @@ fn cell_key(person: &Person, t: usize) -> String {
     format!(
         "{}|{}|{}",
         r.year.div_euclid(5) * 5,
-        r.education.as_str(),
-        person.gender
+        r.education.map_or(labor_data::MISSING, |e| e.as_str()),
+        person.gender.as_deref().unwrap_or(labor_data::MISSING)
     )
 }
 

@@ -46,9 +46,10 @@ impl Vocab {
     pub fn fit<'a>(panel: &Panel, persons: impl IntoIterator<Item = &'a Person>) -> Self {
         let (mut g, mut r, mut s) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
         for p in persons {
-            g.insert(p.gender.clone());
-            r.insert(p.race.clone());
-            s.insert(p.region.clone());
+            // Missing values are not vocabulary entries: they take the unseen index 0.
+            g.extend(p.gender.clone());
+            r.extend(p.race.clone());
+            s.extend(p.region.clone());
         }
         Self {
             codes: panel
@@ -93,9 +94,11 @@ impl Vocab {
 
     /// One person as a sequence.
     pub fn encode(&self, p: &Person) -> Seq {
-        let idx = |v: &[String], x: &str| {
-            v.binary_search_by(|s| s.as_str().cmp(x))
-                .map_or(0, |i| i as i64 + 1)
+        let idx = |v: &[String], x: &Option<String>| match x {
+            None => 0,
+            Some(x) => v
+                .binary_search_by(|s| s.as_str().cmp(x))
+                .map_or(0, |i| i as i64 + 1),
         };
         let k = self.k();
         let n = p.records.len();
@@ -121,7 +124,7 @@ impl Vocab {
             s.target.push(r.label.index() as i64);
             s.year
                 .push((r.year.clamp(YEAR_LO, YEAR_HI) - YEAR_LO) as i64);
-            s.edu.push(r.education as i64);
+            s.edu.push(r.education.map_or(-1, |e| e as i64));
         }
         s
     }
@@ -134,6 +137,7 @@ pub struct Seq {
     pub prev: Vec<i64>,
     pub target: Vec<i64>,
     pub year: Vec<i64>,
+    /// Education index, -1 when missing (its embedding is masked).
     pub edu: Vec<i64>,
     pub gender: i64,
     pub race: i64,
@@ -157,6 +161,9 @@ pub struct Batch {
     pub target: Tensor,
     pub year: Tensor,
     pub edu: Tensor,
+    /// `[B, T, 1]`: 1.0 where the record's education is known, 0.0 where it is missing (the
+    /// education embedding is multiplied by it).
+    pub edu_known: Tensor,
     pub gender: Tensor,
     pub race: Tensor,
     pub region: Tensor,
@@ -193,7 +200,8 @@ impl Batch {
             prev: pad(&|s| &s.prev, k),
             target: pad(&|s| &s.target, 0),
             year: pad(&|s| &s.year, 0),
-            edu: pad(&|s| &s.edu, 0),
+            edu: pad(&|s| &s.edu, 0).clamp_min(0),
+            edu_known: pad(&|s| &s.edu, 0).ge(0).to_kind(Kind::Float).unsqueeze(-1),
             gender: stat(&|s| s.gender),
             race: stat(&|s| s.race),
             region: stat(&|s| s.region),

@@ -189,7 +189,7 @@ impl Covariates {
     fn parts(&self, b: &Batch) -> Vec<Tensor> {
         vec![
             lookup(&self.year, &b.year),
-            lookup(&self.edu, &b.edu),
+            lookup(&self.edu, &b.edu) * b.edu_known.to_kind(self.edu.kind()),
             lookup(&self.gender, &b.gender).unsqueeze(1),
             lookup(&self.race, &b.race).unsqueeze(1),
             lookup(&self.region, &b.region).unsqueeze(1),

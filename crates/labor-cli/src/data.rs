@@ -292,6 +292,12 @@ pub fn print_import_report(r: &ImportReport) {
         "  education carried forward: {}",
         r.education_carried_forward
     );
+    if r.education_left_missing > 0 {
+        println!(
+            "  education left missing (NA): {}",
+            r.education_left_missing
+        );
+    }
     if r.skipped_unmapped > 0 {
         let codes: Vec<String> = r
             .skipped_codes

@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use labor_data::predictions::{PredictionsFile, read_full_by_class, read_predictions};
 use labor_data::taxonomy::{LabelKind, SPECIAL_GROUP};
-use labor_data::{Panel, Split, Taxonomy};
+use labor_data::{MISSING, Panel, Split, Taxonomy};
 use labor_eval::report::{Provenance, html, markdown};
 use labor_eval::{Inputs, ModelPreds, Options, Report, Subject, SubjectKey, evaluate};
 
@@ -108,6 +108,11 @@ fn cohort(birth_year: Option<i32>) -> String {
     }
 }
 
+/// A covariate's value for the subgroup tables: `NA` when missing.
+fn na(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| MISSING.to_string())
+}
+
 pub fn subjects(panel: &Panel) -> HashMap<SubjectKey, Subject> {
     let mut out = HashMap::new();
     for p in &panel.persons {
@@ -115,11 +120,11 @@ pub fn subjects(panel: &Panel) -> HashMap<SubjectKey, Subject> {
             out.insert(
                 (p.dataset.clone(), p.person_id.clone(), r.year),
                 Subject {
-                    gender: p.gender.clone(),
-                    race: p.race.clone(),
-                    region: p.region.clone(),
+                    gender: na(&p.gender),
+                    race: na(&p.race),
+                    region: na(&p.region),
                     cohort: cohort(p.birth_year),
-                    education: r.education.as_str().to_string(),
+                    education: r.education.map_or(MISSING, |e| e.as_str()).to_string(),
                     weight: r.weight,
                 },
             );

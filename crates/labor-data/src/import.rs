@@ -45,8 +45,9 @@ pub struct Mapping {
     /// Employment-status rules, tried in order.
     #[serde(default, rename = "status")]
     pub status_rules: Vec<StatusRule>,
-    /// What to do when a person-year has no education value: `error` (default) or
-    /// `carry_forward` (use the person's last education; counted).
+    /// What to do when a person-year has no education value: `error` (default),
+    /// `carry_forward` (use the person's last education; counted) or `missing` (leave it
+    /// missing, `NA` in the panel; counted).
     #[serde(default)]
     pub education_missing: EducationMissing,
 }
@@ -64,6 +65,7 @@ pub enum EducationMissing {
     #[default]
     Error,
     CarryForward,
+    Missing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -74,13 +76,35 @@ pub enum Unmapped {
     Skip,
 }
 
+/// Where a static covariate comes from: a column of the extract (`gender = "R0214800"`) or one
+/// value for everyone (`region = { value = "south" }`). Leave the key out when the extract does
+/// not have the covariate: the panel then has none (nothing is invented).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Source {
+    Column(String),
+    Value { value: String },
+}
+
+impl Source {
+    fn column(&self) -> Option<&str> {
+        match self {
+            Source::Column(c) => Some(c),
+            Source::Value { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersonColumns {
     pub id: String,
-    pub gender: String,
-    pub race: String,
-    pub region: String,
+    #[serde(default)]
+    pub gender: Option<Source>,
+    #[serde(default)]
+    pub race: Option<Source>,
+    #[serde(default)]
+    pub region: Option<Source>,
     #[serde(default)]
     pub birth_year: Option<String>,
     /// Added to raw birth years (e.g. 1900 for two-digit years).
@@ -95,7 +119,9 @@ pub struct WaveColumns {
     pub occupation: String,
     #[serde(default)]
     pub status: Option<String>,
-    pub education: String,
+    /// Leave out when the extract has no education: the panel then has none.
+    #[serde(default)]
+    pub education: Option<String>,
     #[serde(default)]
     pub weight: Option<String>,
 }
@@ -107,7 +133,9 @@ pub struct LongColumns {
     pub occupation: String,
     #[serde(default)]
     pub status: Option<String>,
-    pub education: String,
+    /// Leave out when the extract has no education: the panel then has none.
+    #[serde(default)]
+    pub education: Option<String>,
     #[serde(default)]
     pub weight: Option<String>,
 }
@@ -245,6 +273,8 @@ pub struct ImportReport {
     pub persons_never_interviewed: u64,
     /// Person-years whose education was carried forward (`education_missing = "carry_forward"`).
     pub education_carried_forward: u64,
+    /// Person-years left without education (`education_missing = "missing"`).
+    pub education_left_missing: u64,
     /// Person-years skipped because their occupation code is not in the crosswalk
     /// (`unmapped = "skip"`), with the codes and how often each was skipped.
     pub skipped_unmapped: u64,
@@ -390,18 +420,20 @@ pub fn import_extract<R: Read>(
         .map(|(i, h)| (h.as_str(), i))
         .collect();
     // Every column the mapping names must exist.
-    let mut needed: Vec<(&str, &str)> = vec![
-        ("person.id", &mapping.person.id),
+    let mut needed: Vec<(&str, &str)> = vec![("person.id", &mapping.person.id)];
+    for (k, src) in [
         ("person.gender", &mapping.person.gender),
         ("person.race", &mapping.person.race),
         ("person.region", &mapping.person.region),
-    ];
+    ] {
+        needed.extend(src.as_ref().and_then(Source::column).map(|c| (k, c)));
+    }
     if let Some(b) = &mapping.person.birth_year {
         needed.push(("person.birth_year", b));
     }
     for w in &mapping.waves {
         needed.push(("wave.occupation", &w.occupation));
-        needed.push(("wave.education", &w.education));
+        needed.extend(w.education.as_deref().map(|e| ("wave.education", e)));
         needed.extend(w.status.as_deref().map(|s| ("wave.status", s)));
         needed.extend(w.weight.as_deref().map(|s| ("wave.weight", s)));
     }
@@ -409,8 +441,8 @@ pub fn import_extract<R: Read>(
         needed.extend([
             ("long.year", l.year.as_str()),
             ("long.occupation", &l.occupation),
-            ("long.education", &l.education),
         ]);
+        needed.extend(l.education.as_deref().map(|e| ("long.education", e)));
         needed.extend(l.status.as_deref().map(|s| ("long.status", s)));
         needed.extend(l.weight.as_deref().map(|s| ("long.weight", s)));
     }
@@ -431,16 +463,23 @@ pub fn import_extract<R: Read>(
     }
     let has_weight = mapping.waves.iter().any(|w| w.weight.is_some())
         || mapping.long.as_ref().is_some_and(|l| l.weight.is_some());
-    let mut names = vec![
-        "dataset",
-        "person_id",
-        "year",
-        "label",
-        "education",
-        "gender",
-        "race",
-        "region",
+    let has_education = mapping.waves.iter().any(|w| w.education.is_some())
+        || mapping.long.as_ref().is_some_and(|l| l.education.is_some());
+    // The panel's columns: the required ones, then each covariate the mapping names.
+    let mut names = vec!["dataset", "person_id", "year", "label"];
+    if has_education {
+        names.push("education");
+    }
+    let statics = [
+        ("gender", &mapping.person.gender),
+        ("race", &mapping.person.race),
+        ("region", &mapping.person.region),
     ];
+    for (name, src) in statics {
+        if src.is_some() {
+            names.push(name);
+        }
+    }
     if mapping.person.birth_year.is_some() {
         names.push("birth_year");
     }
@@ -479,8 +518,12 @@ pub fn import_extract<R: Read>(
         };
         // Static fields, mapped.
         let mut row_problems = Vec::new();
-        let mut mapped = |field: &str, column: &str| -> Option<String> {
-            let raw = get(column)?;
+        let mut mapped = |field: &str, source: &Option<Source>| -> Option<String> {
+            let raw = match source.as_ref()? {
+                Source::Value { value } => return Some(value.clone()),
+                Source::Column(c) => get(c)?,
+            };
+            let column = source.as_ref().and_then(Source::column).unwrap_or_default();
             match maps.get(field) {
                 None => Some(raw.to_string()),
                 Some(m) => match m.get(raw) {
@@ -527,13 +570,13 @@ pub fn import_extract<R: Read>(
                     .and_then(|y| y.parse().map_err(|_| y)),
                 occupation: get(&l.occupation),
                 status: l.status.as_deref().and_then(get),
-                education: get(&l.education),
+                education: l.education.as_deref().and_then(get),
                 weight: l.weight.as_deref().and_then(get),
                 columns: [
                     &l.year,
                     &l.occupation,
                     l.status.as_deref().unwrap_or(""),
-                    &l.education,
+                    l.education.as_deref().unwrap_or(""),
                 ],
             }],
             None => mapping
@@ -543,13 +586,13 @@ pub fn import_extract<R: Read>(
                     year: Ok(w.year),
                     occupation: get(&w.occupation),
                     status: w.status.as_deref().and_then(get),
-                    education: get(&w.education),
+                    education: w.education.as_deref().and_then(get),
                     weight: w.weight.as_deref().and_then(get),
                     columns: [
                         "year",
                         &w.occupation,
                         w.status.as_deref().unwrap_or(""),
-                        &w.education,
+                        w.education.as_deref().unwrap_or(""),
                     ],
                 })
                 .collect(),
@@ -644,6 +687,12 @@ pub fn import_extract<R: Read>(
                         }
                     },
                 },
+                // No education column at all: the panel has no education.
+                None if !has_education => None,
+                None if mapping.education_missing == EducationMissing::Missing => {
+                    report.education_left_missing += 1;
+                    Some(crate::MISSING.to_string())
+                }
                 None if mapping.education_missing == EducationMissing::CarryForward => {
                     match last_education.get(&key) {
                         Some(e) => {
@@ -666,26 +715,31 @@ pub fn import_extract<R: Read>(
                         loc.clone(),
                         wave_field(w.columns[3]),
                         "",
-                        "an education value (or education_missing = \"carry_forward\")",
+                        "an education value (or education_missing = \"carry_forward\" or \"missing\")",
                     ));
                     continue;
                 }
             };
-            if let Some(e) = &education {
+            if let Some(e) = education.as_ref().filter(|e| *e != crate::MISSING) {
                 last_education.insert(key, e.clone());
             }
+            let na = Some(crate::MISSING);
             let mut fields: Vec<Option<&str>> = vec![
                 Some(&mapping.dataset),
                 person_id.as_deref(),
                 Some(&year),
                 label.as_deref(),
-                education.as_deref(),
-                gender.as_deref(),
-                race.as_deref(),
-                region.as_deref(),
             ];
+            if has_education {
+                fields.push(education.as_deref());
+            }
+            for ((_, src), value) in statics.iter().zip([&gender, &race, &region]) {
+                if src.is_some() {
+                    fields.push(value.as_deref().or(na));
+                }
+            }
             if mapping.person.birth_year.is_some() {
-                fields.push(birth_year.as_deref());
+                fields.push(birth_year.as_deref().or(na));
             }
             if has_weight {
                 fields.push(w.weight);

@@ -16,7 +16,7 @@ pub mod stats;
 pub mod taxonomy;
 
 pub use education::Education;
-pub use panel::{BuildOptions, BuildReport, Panel, Person, Record};
+pub use panel::{BuildOptions, BuildReport, Covariate, MISSING, Panel, Person, Record};
 pub use problem::{Location, Problem, Problems};
 pub use split::{Split, SplitSpec};
 pub use taxonomy::{LabelId, LabelKind, Taxonomy};

@@ -16,7 +16,8 @@ use crate::taxonomy::{LabelId, Taxonomy};
 pub struct Record {
     pub year: i32,
     pub label: LabelId,
-    pub education: Education,
+    /// `None`: not known for this year (the panel has no education column, or `NA`).
+    pub education: Option<Education>,
     /// Survey weight of this person-year, when the panel carries weights.
     pub weight: Option<f64>,
 }
@@ -26,9 +27,11 @@ pub struct Record {
 pub struct Person {
     pub dataset: String,
     pub person_id: String,
-    pub gender: String,
-    pub race: String,
-    pub region: String,
+    /// Static covariates; `None` when the panel lacks the column or the person's value is
+    /// missing (`NA`). Nothing is invented in their place.
+    pub gender: Option<String>,
+    pub race: Option<String>,
+    pub region: Option<String>,
     pub birth_year: Option<i32>,
     /// An explicit split assignment carried by the data (e.g. from CAREER files); `None` means
     /// the split comes from the hash of (dataset, person id).
@@ -57,6 +60,16 @@ impl Panel {
     pub fn has_birth_year(&self) -> bool {
         self.persons.iter().any(|p| p.birth_year.is_some())
     }
+    /// Whether any person (or, for education, any record) has a value of the covariate.
+    pub fn has_covariate(&self, c: Covariate) -> bool {
+        self.persons.iter().any(|p| match c {
+            Covariate::Gender => p.gender.is_some(),
+            Covariate::Race => p.race.is_some(),
+            Covariate::Region => p.region.is_some(),
+            Covariate::BirthYear => p.birth_year.is_some(),
+            Covariate::Education => p.records.iter().any(|r| r.education.is_some()),
+        })
+    }
     pub fn has_weight(&self) -> bool {
         self.persons
             .iter()
@@ -65,6 +78,47 @@ impl Panel {
     pub fn has_split(&self) -> bool {
         self.persons.iter().any(|p| p.split.is_some())
     }
+}
+
+/// The covariates a panel may lack (wholly, or for some persons or years).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Covariate {
+    Gender,
+    Race,
+    Region,
+    BirthYear,
+    Education,
+}
+
+impl Covariate {
+    pub const ALL: [Covariate; 5] = [
+        Covariate::Gender,
+        Covariate::Race,
+        Covariate::Region,
+        Covariate::BirthYear,
+        Covariate::Education,
+    ];
+    pub fn name(self) -> &'static str {
+        self.column().name()
+    }
+    pub fn column(self) -> Column {
+        match self {
+            Covariate::Gender => Column::Gender,
+            Covariate::Race => Column::Race,
+            Covariate::Region => Column::Region,
+            Covariate::BirthYear => Column::BirthYear,
+            Covariate::Education => Column::Education,
+        }
+    }
+}
+
+/// The cell text that marks a covariate as missing in a panel file (CSV, CAREER files). `.`
+/// (Stata's missing value) is read as missing too; Parquet uses nulls.
+pub const MISSING: &str = "NA";
+
+/// Whether a covariate cell says "missing".
+pub fn is_missing_token(v: &str) -> bool {
+    v == MISSING || v == "."
 }
 
 /// The panel's columns, in the order files are written.
@@ -112,8 +166,19 @@ impl Column {
             Column::Split => "split",
         }
     }
+    /// Whether every panel file must have the column. Covariates may be absent.
     pub fn required(self) -> bool {
-        !matches!(self, Column::BirthYear | Column::Weight | Column::Split)
+        matches!(
+            self,
+            Column::Dataset | Column::PersonId | Column::Year | Column::Label
+        )
+    }
+    /// Whether the column is a covariate (may be `NA`).
+    pub fn is_covariate(self) -> bool {
+        matches!(
+            self,
+            Column::Education | Column::Gender | Column::Race | Column::Region | Column::BirthYear
+        )
     }
     fn index(self) -> usize {
         self as usize
@@ -287,6 +352,41 @@ impl PanelBuilder {
         }
     }
 
+    /// A covariate token: `Ok(None)` when the column is absent or the cell is `NA`; an empty
+    /// cell is a problem (write `NA` for a missing value).
+    fn covariate<'r>(&mut self, row: &RawRow<'r>, c: Column) -> Result<Option<&'r str>, ()> {
+        if !self.map_has[c.index()] {
+            return Ok(None);
+        }
+        match row.get(c) {
+            None => {
+                self.problems.push(Problem::at(
+                    row.location.clone(),
+                    c.name(),
+                    "",
+                    format!("a value, or {MISSING} when it is missing"),
+                ));
+                Err(())
+            }
+            Some(v) if is_missing_token(v) => Ok(None),
+            Some(v) => Ok(Some(v)),
+        }
+    }
+
+    fn covariate_token(&mut self, row: &RawRow, c: Column) -> Result<Option<String>, ()> {
+        match self.covariate(row, c)? {
+            None => Ok(None),
+            Some(v) => match token_defect(v) {
+                Some(e) => {
+                    self.problems
+                        .push(Problem::at(row.location.clone(), c.name(), v, e));
+                    Err(())
+                }
+                None => Ok(Some(v.to_string())),
+            },
+        }
+    }
+
     fn int(
         &mut self,
         row: &RawRow,
@@ -355,36 +455,27 @@ impl PanelBuilder {
                 }
             },
         };
-        let education = match row.get(Column::Education) {
-            Some(v) => match v.parse::<Education>() {
+        let education = match self.covariate(row, Column::Education) {
+            Ok(Some(v)) => match v.parse::<Education>() {
                 Ok(e) => Some(e),
                 Err(()) => {
                     self.problems.push(Problem::at(
                         row.location.clone(),
                         "education",
                         v,
-                        Education::expected(),
+                        format!("{}, or {MISSING}", Education::expected()),
                     ));
                     None
                 }
             },
-            None => {
-                self.problems.push(Problem::at(
-                    row.location.clone(),
-                    "education",
-                    "",
-                    Education::expected(),
-                ));
-                None
-            }
+            _ => None,
         };
-        let gender = self.token(row, Column::Gender);
-        let race = self.token(row, Column::Race);
-        let region = self.token(row, Column::Region);
-        let birth_year = if self.map_has[Column::BirthYear.index()] {
-            self.int(row, Column::BirthYear, BIRTH_YEAR_RANGE)
-        } else {
-            None
+        let gender = self.covariate_token(row, Column::Gender).ok().flatten();
+        let race = self.covariate_token(row, Column::Race).ok().flatten();
+        let region = self.covariate_token(row, Column::Region).ok().flatten();
+        let birth_year = match self.covariate(row, Column::BirthYear) {
+            Ok(Some(_)) => self.int(row, Column::BirthYear, BIRTH_YEAR_RANGE),
+            _ => None,
         };
         if let (Some(y), Some(b)) = (year, birth_year)
             && !(0..=MAX_AGE).contains(&(y - b))
@@ -447,9 +538,8 @@ impl PanelBuilder {
                 let p = &acc.person;
                 let mut mismatches = Vec::new();
                 let mut check = |c: Column, old: Option<&str>, new: Option<&str>| {
-                    // An empty old value is a placeholder for an invalid first row (reported).
+                    // A missing value (or an invalid one, already reported) never conflicts.
                     if let (Some(o), Some(n)) = (old, new)
-                        && !o.is_empty()
                         && o != n
                     {
                         mismatches.push(Problem::at(
@@ -462,9 +552,9 @@ impl PanelBuilder {
                         ));
                     }
                 };
-                check(Column::Gender, Some(&p.gender), gender.as_deref());
-                check(Column::Race, Some(&p.race), race.as_deref());
-                check(Column::Region, Some(&p.region), region.as_deref());
+                check(Column::Gender, p.gender.as_deref(), gender.as_deref());
+                check(Column::Race, p.race.as_deref(), race.as_deref());
+                check(Column::Region, p.region.as_deref(), region.as_deref());
                 let by = birth_year.map(|b| b.to_string());
                 let pby = p.birth_year.map(|b| b.to_string());
                 check(Column::BirthYear, pby.as_deref(), by.as_deref());
@@ -472,16 +562,18 @@ impl PanelBuilder {
                 check(Column::Split, p.split.map(|s| s.as_str()), sp);
                 self.problems.extend(mismatches);
                 let p = &mut self.persons[i].person;
+                // The first known value of a static covariate is the person's.
                 for (slot, value) in [
                     (&mut p.gender, &gender),
                     (&mut p.race, &race),
                     (&mut p.region, &region),
                 ] {
-                    if slot.is_empty()
-                        && let Some(v) = value
-                    {
-                        slot.clone_from(v);
+                    if slot.is_none() {
+                        slot.clone_from(value);
                     }
+                }
+                if p.birth_year.is_none() {
+                    p.birth_year = birth_year;
                 }
                 i
             }
@@ -493,9 +585,9 @@ impl PanelBuilder {
                     person: Person {
                         dataset: dataset.clone(),
                         person_id: person_id.clone(),
-                        gender: gender.clone().unwrap_or_default(),
-                        race: race.clone().unwrap_or_default(),
-                        region: region.clone().unwrap_or_default(),
+                        gender: gender.clone(),
+                        race: race.clone(),
+                        region: region.clone(),
                         birth_year,
                         split,
                         records: Vec::new(),
@@ -512,7 +604,7 @@ impl PanelBuilder {
         if let Some(y) = year {
             acc.years.push((y, row.location.clone()));
         }
-        if let (true, Some(year), Some(label), Some(education)) = (row_ok, year, label, education) {
+        if let (true, Some(year), Some(label)) = (row_ok, year, label) {
             acc.records.push(Record {
                 year,
                 label,

@@ -28,8 +28,12 @@ fn worked_example_imports_with_hand_computed_stats() {
 
     let p1 = &panel.persons[0];
     assert_eq!(
-        (p1.gender.as_str(), p1.race.as_str(), p1.region.as_str()),
-        ("female", "white", "northcentral")
+        (
+            p1.gender.as_deref(),
+            p1.race.as_deref(),
+            p1.region.as_deref()
+        ),
+        (Some("female"), Some("white"), Some("northcentral"))
     );
     assert_eq!(p1.birth_year, Some(1958));
     let codes: Vec<&str> = p1
@@ -38,11 +42,11 @@ fn worked_example_imports_with_hand_computed_stats() {
         .map(|r| panel.taxonomy.label(r.label).code.as_str())
         .collect();
     assert_eq!(codes, ["41-003", "41-003", "UNEMP", "29-033"]);
-    assert_eq!(p1.records[3].education, Education::SomeCollege);
+    assert_eq!(p1.records[3].education, Some(Education::SomeCollege));
     assert_eq!(p1.records[0].weight, Some(1500.5));
     assert_eq!(
         panel.persons[4].records[2].education,
-        Education::HighSchoolDiploma
+        Some(Education::HighSchoolDiploma)
     );
 
     let s = PanelStats::compute(&panel);
@@ -163,5 +167,91 @@ fn import_problems_name_line_and_extract_column() {
         Mapping::from_toml(&bad_edu)
             .unwrap_err()
             .contains("college")
+    );
+}
+
+/// A teaching extract with only an id, sex, race and one activity code per year: the mapping
+/// leaves out region and education (the panel has none; nothing invented), may give a constant
+/// (`region = { value = ... }`), and a negative race code is a missing value.
+#[test]
+fn an_extract_with_few_covariates_imports_without_inventing_any() {
+    let extract = "id,sex,race,occ1990,occ1991\n\
+                   1,2,1,4720,4720\n\
+                   2,1,-3,3255,-4\n";
+    let mapping = |extra: &str| {
+        Mapping::from_toml(&format!(
+            r#"layout = "wide"
+dataset = "TEACH"
+negative_is_missing = true
+[person]
+id = "id"
+gender = "sex"
+race = "race"
+{extra}
+[[wave]]
+year = 1990
+occupation = "occ1990"
+[[wave]]
+year = 1991
+occupation = "occ1991"
+[crosswalk]
+codes = {{ "4720" = "41-003", "3255" = "29-033" }}
+[values.gender]
+"1" = "male"
+"2" = "female"
+[values.race]
+"1" = "white"
+"#
+        ))
+        .unwrap()
+    };
+    let import = |m: &Mapping| {
+        import_extract(
+            m,
+            Default::default(),
+            extract.as_bytes(),
+            Taxonomy::embedded_default(),
+        )
+        .unwrap()
+    };
+    let (panel, report) = import(&mapping(""));
+    assert_eq!(report.person_years, 3);
+    assert_eq!(report.waves_not_interviewed, 1);
+    let (a, b) = (&panel.persons[0], &panel.persons[1]);
+    assert_eq!(
+        (a.gender.as_deref(), a.race.as_deref()),
+        (Some("female"), Some("white"))
+    );
+    assert_eq!(
+        (b.gender.as_deref(), b.race.as_deref()),
+        (Some("male"), None)
+    );
+    assert!(
+        panel
+            .persons
+            .iter()
+            .all(|p| p.region.is_none() && p.birth_year.is_none())
+    );
+    assert!(
+        panel
+            .persons
+            .iter()
+            .all(|p| p.records.iter().all(|r| r.education.is_none()))
+    );
+    let mut csv = Vec::new();
+    labor_data::formats::csv::write_panel_csv(&panel, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.starts_with("dataset,person_id,year,label,gender,race\n"),
+        "{csv}"
+    );
+
+    // A constant region for everyone.
+    let (panel, _) = import(&mapping("region = { value = \"south\" }"));
+    assert!(
+        panel
+            .persons
+            .iter()
+            .all(|p| p.region.as_deref() == Some("south"))
     );
 }

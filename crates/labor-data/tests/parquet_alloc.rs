@@ -39,7 +39,8 @@ fn a_file_whose_pages_declare_gigabytes_is_refused_without_reserving_them() {
     let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
     assert!(bytes.len() < 4096);
     let limit = 16 << 20;
-    let readers: Vec<(&str, Box<dyn Fn() -> String>)> = vec![
+    type Reader = Box<dyn Fn() -> String>;
+    let readers: Vec<(&str, Reader)> = vec![
         ("panel", {
             let b = bytes.clone();
             Box::new(move || {

@@ -778,14 +778,33 @@ fn attr<'a>(s: &'a Subject, ds: &'a str, a: usize) -> &'a str {
     }
 }
 
-fn families() -> Vec<Vec<usize>> {
-    let mut f: Vec<Vec<usize>> = (0..ATTRS.len()).map(|a| vec![a]).collect();
-    for a in 0..ATTRS.len() {
-        for b in a + 1..ATTRS.len() {
+/// The value of a subject attribute the panel does not have (`NA`, or cohort `unknown`).
+fn is_absent_value(a: usize, v: &str) -> bool {
+    v == labor_data::MISSING || (a == 3 && v == "unknown")
+}
+
+/// The families over the attributes that at least one subject has a value of: an attribute
+/// the panel lacks altogether (e.g. no region column) gets no table.
+fn families(subjects: &HashMap<SubjectKey, Subject>) -> (Vec<Vec<usize>>, Vec<&'static str>) {
+    let present: Vec<usize> = (0..ATTRS.len())
+        .filter(|&a| {
+            subjects.is_empty()
+                || subjects
+                    .iter()
+                    .any(|((ds, _, _), s)| !is_absent_value(a, attr(s, ds, a)))
+        })
+        .collect();
+    let absent = (0..ATTRS.len())
+        .filter(|a| !present.contains(a))
+        .map(|a| ATTRS[a])
+        .collect();
+    let mut f: Vec<Vec<usize>> = present.iter().map(|&a| vec![a]).collect();
+    for (i, &a) in present.iter().enumerate() {
+        for &b in &present[i + 1..] {
             f.push(vec![a, b]);
         }
     }
-    f
+    (f, absent)
 }
 
 fn family_name(f: &[usize]) -> String {
@@ -813,7 +832,7 @@ fn calibration(
     oracle_idx: Option<usize>,
     subjects: &HashMap<SubjectKey, Subject>,
 ) -> Cal {
-    let fams = families();
+    let (fams, absent) = families(subjects);
     let opt = inp.options;
     let colors = plot::model_colors(inp.models.iter().map(|m| m.name.as_str()), inp.oracle);
     // The class set is the one every model supports: all outcome classes when every model
@@ -831,6 +850,13 @@ fn calibration(
     classes.push(STAY.into());
     let stay = classes.len() - 1;
     let mut notes = Vec::new();
+    if !absent.is_empty() && !subjects.is_empty() {
+        notes.push(format!(
+            "Calibration by subgroup leaves out {}: the panel has no values of {}.",
+            absent.join(", "),
+            if absent.len() == 1 { "it" } else { "them" }
+        ));
+    }
     if !full {
         let without: Vec<&str> = inp
             .models

@@ -151,9 +151,9 @@ impl Generator {
             let mut person = Person {
                 dataset: w.dataset.clone(),
                 person_id: (i + 1).to_string(),
-                gender,
-                race,
-                region,
+                gender: Some(gender),
+                race: Some(race),
+                region: Some(region),
                 birth_year: Some(birth),
                 split: None,
                 records: Vec::with_capacity(years.len()),
@@ -179,7 +179,7 @@ impl Generator {
                 let rec = Record {
                     year: y,
                     label: labor_data::LabelId(0),
-                    education: Education::ALL[edu],
+                    education: Some(Education::ALL[edu]),
                     weight: None,
                 };
                 let cov = Covariates::of(&person, &rec);

@@ -28,9 +28,9 @@ impl Covariates {
             age: record.year - birth_year,
             edu: labor_data::Education::ALL
                 .iter()
-                .position(|e| *e == record.education)
+                .position(|e| Some(*e) == record.education)
                 .unwrap_or(0),
-            sex: sex_of(&person.gender),
+            sex: sex_of(person.gender.as_deref().unwrap_or("")),
             birth_year,
         }
     }

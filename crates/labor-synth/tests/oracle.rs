@@ -108,7 +108,10 @@ fn sampled_frequencies_match_the_oracle_in_many_cells() {
         let labels: Vec<usize> = w.person.records.iter().map(|r| r.label.index()).collect();
         for t in 0..labels.len() {
             cells
-                .entry((w.person.gender.clone(), labels[..t].to_vec()))
+                .entry((
+                    w.person.gender.clone().unwrap_or_default(),
+                    labels[..t].to_vec(),
+                ))
                 .or_default()
                 .push((i as u64, labels[t]));
         }

@@ -207,23 +207,54 @@ impl<'a> Renderer<'a> {
         label_token(&self.codes[id.index()])
     }
 
-    /// The context of a record line (`YEAR (EDU):` or `YEAR:`).
-    pub fn record_prefix(&self, year: i32, education: Education) -> String {
+    /// The context of a record line (`YEAR (EDU):`, or `YEAR:` without the education switch
+    /// or when the year's education is missing).
+    pub fn record_prefix(&self, year: i32, education: Option<Education>) -> String {
         let year = year.to_string();
-        if self.switches.education {
-            fill(
+        match education.filter(|_| self.switches.education) {
+            Some(e) => fill(
                 &self.template.record_prefix,
                 &[
                     ("year", &year),
-                    ("education", self.template.education_phrase(education)),
+                    ("education", self.template.education_phrase(e)),
                 ],
-            )
-        } else {
-            fill(
+            ),
+            None => fill(
                 &self.template.record_prefix_no_education,
                 &[("year", &year)],
-            )
+            ),
         }
+    }
+
+    /// The demographics line: missing values are left out (see
+    /// [`Template::demographics_line_no_region`]).
+    fn demographics(
+        &self,
+        gender: Option<&str>,
+        race: Option<&str>,
+        region: Option<&str>,
+    ) -> String {
+        let t = self.template;
+        let word = |map, v: Option<&str>| v.map(|v| Template::wording(map, v)).unwrap_or_default();
+        let line = fill(
+            if region.is_some() {
+                &t.demographics_line
+            } else {
+                &t.demographics_line_no_region
+            },
+            &[
+                ("gender", &word(&t.gender, gender)),
+                ("race", &word(&t.race, race)),
+                ("region", &word(&t.region, region)),
+            ],
+        );
+        close_up(&line)
+    }
+
+    /// Whether the records of `person` are written with education (the switch is on and at
+    /// least one year's education is known).
+    fn with_education(&self, person: &Person) -> bool {
+        self.switches.education && person.records.iter().any(|r| r.education.is_some())
     }
 
     /// The header lines (everything before the first record), each ending with `\n`.
@@ -235,13 +266,10 @@ impl<'a> Renderer<'a> {
             s.push('\n');
         }
         if self.switches.demographics {
-            s += &fill(
-                &t.demographics_line,
-                &[
-                    ("gender", &Template::wording(&t.gender, &person.gender)),
-                    ("race", &Template::wording(&t.race, &person.race)),
-                    ("region", &Template::wording(&t.region, &person.region)),
-                ],
+            s += &self.demographics(
+                person.gender.as_deref(),
+                person.race.as_deref(),
+                person.region.as_deref(),
             );
             s.push('\n');
         }
@@ -249,7 +277,7 @@ impl<'a> Renderer<'a> {
             s += &fill(&t.birth_year_line, &[("birth_year", &b.to_string())]);
             s.push('\n');
         }
-        s += if self.switches.education {
+        s += if self.with_education(person) {
             &t.records_intro
         } else {
             &t.records_intro_no_education
@@ -260,9 +288,10 @@ impl<'a> Renderer<'a> {
 
     pub fn render(&self, person: &Person, taxonomy: &Taxonomy) -> Rendered {
         let mut text = self.header(person);
+        let with_education = self.with_education(person);
         let mut records = Vec::with_capacity(person.records.len());
         for r in &person.records {
-            text += &self.record_prefix(r.year, r.education);
+            text += &self.record_prefix(r.year, r.education.filter(|_| with_education));
             let context_end = text.len();
             if self.switches.label_tokens {
                 text += &self.label_token(r.label);
@@ -323,7 +352,8 @@ impl<'a> Renderer<'a> {
         }
         if self.switches.demographics {
             let (n, l) = it.next().ok_or("text ends in the header")?;
-            let m = match_pattern(&t.demographics_line, l)
+            let m = self
+                .match_demographics(l)
                 .ok_or_else(|| expect(n, "the demographics line"))?;
             p.gender = m.get("gender").map(|v| unword(&t.gender, v));
             p.race = m.get("race").map(|v| unword(&t.race, v));
@@ -337,20 +367,13 @@ impl<'a> Renderer<'a> {
             p.birth_year = m.get("birth_year").and_then(|v| v.parse().ok());
             it.next();
         }
-        let intro = if self.switches.education {
-            &t.records_intro
-        } else {
-            &t.records_intro_no_education
-        };
         let (n, l) = it.next().ok_or("text ends in the header")?;
-        if l != intro {
+        let with_education = self.switches.education && *l == t.records_intro;
+        if !with_education && *l != t.records_intro_no_education {
             return Err(expect(n, "the records introduction line"));
         }
-        let pattern = if self.switches.education {
-            format!("{} {{title}}", t.record_prefix)
-        } else {
-            format!("{} {{title}}", t.record_prefix_no_education)
-        };
+        let pattern = format!("{} {{title}}", t.record_prefix);
+        let pattern_no_education = format!("{} {{title}}", t.record_prefix_no_education);
         for (n, l) in it {
             let (line, token) = if self.switches.label_tokens {
                 let at = l
@@ -366,7 +389,12 @@ impl<'a> Renderer<'a> {
                 (l.to_string(), None)
             };
             let l = line.as_str();
-            let m = match_pattern(&pattern, l).ok_or_else(|| expect(n, "a record line"))?;
+            // A year whose education is missing is written without it.
+            let m = with_education
+                .then(|| match_pattern(&pattern, l))
+                .flatten()
+                .or_else(|| match_pattern(&pattern_no_education, l))
+                .ok_or_else(|| expect(n, "a record line"))?;
             let year = m["year"].parse().map_err(|_| expect(n, "a year"))?;
             let label = *self
                 .by_title
@@ -393,4 +421,59 @@ impl<'a> Renderer<'a> {
         }
         Ok(p)
     }
+
+    /// Matches a demographics line, trying the variants with missing values. The text alone
+    /// cannot always tell a lone gender from a lone race: a value the template words as a
+    /// gender (or `male`/`female`) is read as the gender, any other as the race.
+    fn match_demographics(&self, line: &str) -> Option<HashMap<String, String>> {
+        let t = self.template;
+        let is_gender = |v: &str| {
+            ["male", "female"].contains(&v)
+                || t.gender.values().any(|w| w == v)
+                || t.gender.contains_key(v)
+        };
+        for base in [&t.demographics_line, &t.demographics_line_no_region] {
+            let without = |drop: &[&str]| {
+                let vars: Vec<(&str, &str)> = drop.iter().map(|d| (*d, "")).collect();
+                match_pattern(&close_up(&fill(base, &vars)), line)
+            };
+            let full = match_pattern(base, line).filter(|m| m.values().all(|v| !v.is_empty()));
+            let no_gender = without(&["gender"]);
+            let no_race = without(&["race"]);
+            if let Some(m) = &full
+                && (m.get("gender").is_none_or(|g| is_gender(g))
+                    || (no_gender.is_none() && no_race.is_none()))
+            {
+                return full;
+            }
+            match (no_gender, no_race) {
+                (Some(a), Some(b)) => {
+                    let lone_gender = b.get("gender").is_some_and(|g| is_gender(g));
+                    return Some(if lone_gender { b } else { a });
+                }
+                (Some(m), None) | (None, Some(m)) => return Some(m),
+                (None, None) => {}
+            }
+            if let Some(m) = without(&["gender", "race"]) {
+                return Some(m);
+            }
+        }
+        None
+    }
+}
+
+/// Closes up the doubled spaces a removed placeholder leaves (and a space before the final
+/// period).
+fn close_up(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c == ' ' && out.ends_with(' ') {
+            continue;
+        }
+        if c == '.' && out.ends_with(' ') {
+            out.pop();
+        }
+        out.push(c);
+    }
+    out
 }

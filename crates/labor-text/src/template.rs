@@ -15,6 +15,9 @@ pub struct Template {
     pub version: u32,
     pub dataset_line: String,
     pub demographics_line: String,
+    /// The demographics line for a person whose region is missing. A missing gender or race
+    /// is left out of either line (its placeholder removed, doubled spaces closed up).
+    pub demographics_line_no_region: String,
     pub birth_year_line: String,
     /// The line introducing the records, with and without education in the record lines.
     pub records_intro: String,
@@ -90,6 +93,7 @@ impl Template {
             version: 1,
             dataset_line: "<A worker from the {dataset} dataset>".into(),
             demographics_line: "The following information is available about the work history of a {gender} {race} US worker residing in the {region} region.".into(),
+            demographics_line_no_region: "The following information is available about the work history of a {gender} {race} US worker.".into(),
             birth_year_line: "The worker was born in {birth_year}.".into(),
             records_intro: "The worker has the following records of work experience, one entry per line, including year, education level, and the job title:".into(),
             records_intro_no_education: "The worker has the following records of work experience, one entry per line, including year and the job title:".into(),

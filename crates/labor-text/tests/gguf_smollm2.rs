@@ -106,9 +106,9 @@ fn smollm2_tokenizer_matches_its_merges_and_aligns_the_default_taxonomy() {
     let person = Person {
         dataset: "NLSY79".into(),
         person_id: "1".into(),
-        gender: "female".into(),
-        race: "black".into(),
-        region: "south".into(),
+        gender: Some("female".into()),
+        race: Some("black".into()),
+        region: Some("south".into()),
         birth_year: Some(1962),
         split: None,
         records: [
@@ -119,7 +119,7 @@ fn smollm2_tokenizer_matches_its_merges_and_aligns_the_default_taxonomy() {
         .map(|(year, education)| Record {
             year,
             label: t.by_code("41-003").unwrap(),
-            education,
+            education: Some(education),
             weight: None,
         })
         .to_vec(),

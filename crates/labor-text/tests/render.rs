@@ -9,15 +9,15 @@ fn spec_person(t: &Taxonomy) -> Person {
     let rec = |year, label, education| Record {
         year,
         label,
-        education,
+        education: Some(education),
         weight: None,
     };
     Person {
         dataset: "NLSY79".into(),
         person_id: "7".into(),
-        gender: "female".into(),
-        race: "black_or_african_american".into(),
-        region: "northcentral".into(),
+        gender: Some("female".into()),
+        race: Some("black_or_african_american".into()),
+        region: Some("northcentral".into()),
         birth_year: Some(1962),
         split: None,
         records: vec![
@@ -153,7 +153,7 @@ fn render_parse_round_trip_on_a_synthetic_panel() {
             let want: Vec<(i32, LabelId, Option<Education>)> = p
                 .records
                 .iter()
-                .map(|x| (x.year, x.label, s.education.then_some(x.education)))
+                .map(|x| (x.year, x.label, x.education.filter(|_| s.education)))
                 .collect();
             assert_eq!(back.records, want);
             assert_eq!(back.dataset, s.dataset_line.then(|| p.dataset.clone()));
@@ -168,7 +168,7 @@ fn render_parse_round_trip_on_a_synthetic_panel() {
                         back.race.as_deref(),
                         back.region.as_deref()
                     ),
-                    (Some(&*p.gender), Some(&*p.race), Some(&*p.region))
+                    (p.gender.as_deref(), p.race.as_deref(), p.region.as_deref())
                 );
             }
             for (span, x) in out.records.iter().zip(&p.records) {
@@ -249,4 +249,84 @@ fn label_tokens_precede_titles_and_parse_back() {
     );
     let e = r.parse(&bad).unwrap_err();
     assert!(e.contains("label token"), "{e}");
+}
+
+/// Missing covariates are left out of the text, not invented: no region phrase without a
+/// region, no education in a year without it (and the education-free introduction when no year
+/// has one), no birth-year line; and the text parses back to the same missing values.
+#[test]
+fn missing_covariates_are_left_out_and_parse_back_missing() {
+    let t = Taxonomy::embedded_default();
+    let template = Template::labor_v1();
+    let r = Renderer::new(&template, Switches::default(), &t).unwrap();
+    let mut p = spec_person(&t);
+    p.region = None;
+    p.birth_year = None;
+    for rec in &mut p.records {
+        rec.education = None;
+    }
+    let out = r.render(&p, &t).text;
+    assert_eq!(
+        out,
+        "<A worker from the NLSY79 dataset>
+The following information is available about the work history of a female black or african american US worker.
+The worker has the following records of work experience, one entry per line, including year and the job title:
+1982: Cashiers
+1983: Unemployed
+1986: Licensed practical and licensed vocational nurses
+<END OF DATA>"
+    );
+    for phrase in ["region", "education", "born", "high school"] {
+        assert!(!out.contains(phrase), "{phrase:?} in {out}");
+    }
+    let back = r.parse(&out).unwrap();
+    assert_eq!(
+        (back.gender.as_deref(), back.race.as_deref(), back.region),
+        (Some("female"), Some("black_or_african_american"), None)
+    );
+    assert!(back.records.iter().all(|(_, _, e)| e.is_none()));
+
+    // One year without education among years with it: that line alone is written without.
+    let mut q = spec_person(&t);
+    q.records[1].education = None;
+    let out = r.render(&q, &t).text;
+    assert!(out.contains("\n1982 (high school diploma): Cashiers\n1983: Unemployed\n"));
+    let back = r.parse(&out).unwrap();
+    let edu: Vec<Option<Education>> = back.records.iter().map(|x| x.2).collect();
+    assert_eq!(
+        edu,
+        [
+            Some(Education::HighSchoolDiploma),
+            None,
+            Some(Education::Associates)
+        ]
+    );
+
+    // Gender or race missing: the phrase closes up, and a lone value parses back to its slot.
+    for (gender, race, phrase) in [
+        (
+            None,
+            Some("black_or_african_american"),
+            "a black or african american US worker residing",
+        ),
+        (Some("male"), None, "a male US worker residing"),
+        (None, Some("white"), "a white US worker residing"),
+        (None, None, "a US worker residing"),
+    ] {
+        let mut q = spec_person(&t);
+        q.gender = gender.map(String::from);
+        q.race = race.map(String::from);
+        let out = r.render(&q, &t).text;
+        assert!(out.contains(phrase), "{phrase:?} in {out}");
+        let back = r.parse(&out).unwrap();
+        assert_eq!(
+            (
+                back.gender.as_deref(),
+                back.race.as_deref(),
+                back.region.as_deref()
+            ),
+            (gender, race, Some("northcentral")),
+            "{out}"
+        );
+    }
 }

@@ -264,9 +264,9 @@ fn label_tokens_on_a_tiny_custom_taxonomy_keep_prefix_titles_apart() {
     let person = |pid: &str, labels: &[&str]| labor_data::Person {
         dataset: "X".into(),
         person_id: pid.into(),
-        gender: "male".into(),
-        race: "white".into(),
-        region: "south".into(),
+        gender: Some("male".into()),
+        race: Some("white".into()),
+        region: Some("south".into()),
         birth_year: Some(1970),
         split: None,
         records: labels
@@ -275,7 +275,7 @@ fn label_tokens_on_a_tiny_custom_taxonomy_keep_prefix_titles_apart() {
             .map(|(i, l)| Record {
                 year: 1990 + i as i32,
                 label: id(l),
-                education: Education::Bachelors,
+                education: Some(Education::Bachelors),
                 weight: None,
             })
             .collect(),

@@ -7,6 +7,7 @@
 //!
 //! Mapping to the panel: job → label code, ethnicity → race, location → region,
 //! year_of_birth → birth_year; person *i* of split `S` gets person id `S-i` and split `S`.
+//! A covariate token `NA` is a missing value (our extension; CAREER's own files have none).
 //! Writing gives back the same bytes for a panel read from this format.
 
 use std::collections::BTreeMap;
@@ -232,19 +233,21 @@ pub fn write_career(panel: &Panel, spec: &SplitSpec) -> CareerFiles {
                 seq(&|r| panel.taxonomy.label(r.label).code.clone()),
             );
             push(&mut bufs, "year", seq(&|r| r.year.to_string()));
+            // A missing covariate is written as the token `NA` (read back as missing).
+            let na = |v: Option<String>| v.unwrap_or_else(|| crate::MISSING.to_string());
             push(
                 &mut bufs,
                 "education",
-                seq(&|r| r.education.as_str().to_string()),
+                seq(&|r| na(r.education.map(|e| e.as_str().to_string()))),
             );
-            push(&mut bufs, "ethnicity", p.race.clone());
-            push(&mut bufs, "gender", p.gender.clone());
-            push(&mut bufs, "location", p.region.clone());
+            push(&mut bufs, "ethnicity", na(p.race.clone()));
+            push(&mut bufs, "gender", na(p.gender.clone()));
+            push(&mut bufs, "location", na(p.region.clone()));
             if with_birth {
                 push(
                     &mut bufs,
                     "year_of_birth",
-                    p.birth_year.map(|b| b.to_string()).unwrap_or_default(),
+                    na(p.birth_year.map(|b| b.to_string())),
                 );
             }
         }

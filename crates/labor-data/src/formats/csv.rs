@@ -82,10 +82,15 @@ pub fn write_panel_csv<W: Write>(panel: &Panel, writer: W) -> ::csv::Result<()> 
     for p in &panel.persons {
         for r in &p.records {
             row.clear();
-            row.extend(
-                cols.iter()
-                    .map(|&c| cell(panel, p, r, c).unwrap_or_default()),
-            );
+            row.extend(cols.iter().map(|&c| {
+                cell(panel, p, r, c).unwrap_or_else(|| {
+                    if c.is_covariate() {
+                        crate::MISSING.to_string()
+                    } else {
+                        String::new()
+                    }
+                })
+            }));
             w.write_record(&row)?;
         }
     }

@@ -31,13 +31,29 @@ fn data_type(c: Column) -> DataType {
 }
 
 /// Opens a Parquet stream for reading, checking what the `parquet` crate would otherwise
-/// panic on or over-allocate for: every column chunk's byte range (from its metadata) must be
-/// non-negative and lie inside the stream, and every page header inside it must declare sizes
-/// that fit its chunk and, for Snappy, that Snappy can produce (see [`super::parquet_pages`]).
+/// panic on, over-allocate for or loop on: the footer must be well-formed Thrift, every column
+/// chunk's byte range (from its metadata) must be non-negative and lie inside the stream, and
+/// every page header inside it must declare sizes that fit its chunk and, for Snappy, that
+/// Snappy can produce (see [`super::parquet_check`]).
 pub fn open_parquet<R: ChunkReader + 'static>(
     reader: R,
 ) -> Result<ParquetRecordBatchReaderBuilder<R>, String> {
     let len = reader.len();
+    // The footer: `metadata, u32 metadata length, "PAR1"` (anything else is left to the library,
+    // which reports it).
+    if len >= 12
+        && let Ok(tail) = reader.get_bytes(len - 8, 8)
+        && &tail[4..] == b"PAR1"
+    {
+        let mlen = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+        if mlen + 8 <= len {
+            let meta = reader
+                .get_bytes(len - 8 - mlen, mlen as usize)
+                .map_err(|e| e.to_string())?;
+            super::parquet_check::check_footer(&meta)
+                .map_err(|e| format!("Parquet metadata: {e}"))?;
+        }
+    }
     let meta = ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default())
         .map_err(|e| e.to_string())?;
     for (g, rg) in meta.metadata().row_groups().iter().enumerate() {
@@ -58,7 +74,7 @@ pub fn open_parquet<R: ChunkReader + 'static>(
                 ));
             }
             let snappy = col.compression() == Compression::SNAPPY;
-            super::parquet_pages::check_column_chunk(size as u64, snappy, |at, n| {
+            super::parquet_check::check_column_chunk(size as u64, snappy, |at, n| {
                 reader
                     .get_bytes(start as u64 + at, n)
                     .map(|b| b.to_vec())
@@ -166,10 +182,22 @@ fn read_panel_parquet_unguarded<R: ChunkReader + 'static>(
             }
         }
         let mut fields: Vec<Option<&str>> = vec![None; names.len()];
+        // A null covariate is a missing value (as `NA` is in CSV); a null elsewhere is empty.
+        let null_is_missing: Vec<bool> = (0..names.len())
+            .map(|i| {
+                Column::ALL
+                    .into_iter()
+                    .any(|c| c.is_covariate() && map.position(c) == Some(i))
+            })
+            .collect();
         for r in 0..batch.num_rows() {
             row_no += 1;
-            for (f, a) in fields.iter_mut().zip(&text) {
-                *f = if a.is_null(r) { None } else { Some(a.value(r)) };
+            for ((f, a), missing) in fields.iter_mut().zip(&text).zip(&null_is_missing) {
+                *f = match (a.is_null(r), missing) {
+                    (false, _) => Some(a.value(r)),
+                    (true, true) => Some(crate::MISSING),
+                    (true, false) => None,
+                };
             }
             panel.push(&RawRow::from_fields(Location::row(row_no), &map, &fields));
         }
