@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -56,7 +56,11 @@ pub struct Preset {
     #[serde(default = "template")]
     pub template: String,
     /// Synthetic worlds by name.
+    #[serde(default)]
     pub worlds: BTreeMap<String, WorldSpec>,
+    /// The user's own panels by name (beside or instead of worlds): no oracle exists for them.
+    #[serde(default)]
+    pub panels: BTreeMap<String, PanelSpec>,
     #[serde(default)]
     pub lm: Option<LmSpec>,
     #[serde(default)]
@@ -99,6 +103,28 @@ pub struct WorldSpec {
 
 fn survey() -> String {
     "survey".into()
+}
+
+/// A user panel in a preset: `[panels.NAME] path = "...", taxonomy = "..."`. Relative paths are
+/// relative to the preset file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanelSpec {
+    /// A panel file (.csv, .parquet) or a CAREER directory.
+    pub path: String,
+    /// The taxonomy CSV of the panel's labels (default: the embedded one). Every panel of a
+    /// preset has the same taxonomy, and a custom one cannot be mixed with synthetic worlds.
+    #[serde(default)]
+    pub taxonomy: Option<String>,
+    /// `survey` (evaluated) or `pretrain` (a resume-like corpus for pre-training only).
+    #[serde(default = "survey")]
+    pub role: String,
+    /// The format when the name does not tell (`csv`, `parquet`, `career`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The dataset name of a CAREER directory (its files do not carry one).
+    #[serde(default)]
+    pub dataset: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +187,9 @@ pub struct EvalSpec {
     pub bootstrap: usize,
     #[serde(default = "eval_seed")]
     pub seed: u64,
+    /// Weight person-years by the panels' survey weights (`labor eval --weighted`).
+    #[serde(default)]
+    pub weighted: bool,
 }
 
 impl Default for EvalSpec {
@@ -168,6 +197,7 @@ impl Default for EvalSpec {
         Self {
             bootstrap: boot(),
             seed: eval_seed(),
+            weighted: false,
         }
     }
 }
@@ -204,7 +234,36 @@ pub fn load_preset(name: &str) -> anyhow::Result<(Preset, String)> {
             )
         })?,
     };
-    Ok((parse_preset(name, &text)?, text))
+    let mut p = parse_preset(name, &text)?;
+    // Panel paths are relative to the preset file (to the working directory for built-ins).
+    let base = if PRESETS.iter().any(|(n, _)| *n == name) {
+        PathBuf::from(".")
+    } else {
+        Path::new(name)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    for (n, ps) in p.panels.iter_mut() {
+        for (key, path) in [
+            ("path", Some(&mut ps.path)),
+            ("taxonomy", ps.taxonomy.as_mut()),
+        ] {
+            let Some(path) = path else { continue };
+            let full = base.join(&*path);
+            *path = full
+                .canonicalize()
+                .map_err(|e| {
+                    crate::bad!(
+                        "preset {name}: panels.{n}.{key} = {path:?}: {}: {e}",
+                        full.display()
+                    )
+                })?
+                .display()
+                .to_string();
+        }
+    }
+    Ok((p, text))
 }
 
 /// Parses and checks a preset's text (`name` is for messages).
@@ -215,16 +274,51 @@ pub fn parse_preset(name: &str, text: &str) -> anyhow::Result<Preset> {
         switch_flags(&a.switches)
             .map_err(|e| crate::bad!("preset {name}: ablation {}: {e}", a.name))?;
     }
-    for (w, s) in &p.worlds {
-        if s.role != "survey" && s.role != "pretrain" {
+    let roles = p
+        .worlds
+        .iter()
+        .map(|(n, w)| ("worlds", n, &w.role))
+        .chain(p.panels.iter().map(|(n, w)| ("panels", n, &w.role)));
+    for (table, w, role) in roles {
+        if role != "survey" && role != "pretrain" {
             return Err(crate::bad!(
-                "preset {name}: worlds.{w}.role = {:?}: expected \"survey\" or \"pretrain\"",
-                s.role
+                "preset {name}: {table}.{w}.role = {role:?}: expected \"survey\" or \"pretrain\""
             ));
         }
     }
-    if !p.worlds.values().any(|w| w.role == "survey") {
-        return Err(crate::bad!("preset {name}: no survey world to evaluate"));
+    if let Some(n) = p.panels.keys().find(|n| p.worlds.contains_key(*n)) {
+        return Err(crate::bad!(
+            "preset {name}: {n:?} names both a world and a panel"
+        ));
+    }
+    if !p.worlds.values().any(|w| w.role == "survey")
+        && !p.panels.values().any(|w| w.role == "survey")
+    {
+        return Err(crate::bad!(
+            "preset {name}: no survey world or panel to evaluate"
+        ));
+    }
+    let taxonomies: std::collections::BTreeSet<Option<&String>> =
+        p.panels.values().map(|s| s.taxonomy.as_ref()).collect();
+    if taxonomies.len() > 1 {
+        return Err(crate::bad!(
+            "preset {name}: the panels name different taxonomies; one study has one label set"
+        ));
+    }
+    if taxonomies.iter().any(Option::is_some) && !p.worlds.is_empty() {
+        return Err(crate::bad!(
+            "preset {name}: panels with their own taxonomy cannot be mixed with synthetic worlds \
+             (which use the embedded taxonomy)"
+        ));
+    }
+    for (n, s) in &p.panels {
+        if let Some(f) = &s.from
+            && !["csv", "parquet", "career"].contains(&f.as_str())
+        {
+            return Err(crate::bad!(
+                "preset {name}: panels.{n}.from = {f:?}: expected \"csv\", \"parquet\" or \"career\""
+            ));
+        }
     }
     Ok(p)
 }
@@ -252,6 +346,40 @@ struct Stage {
     run_dir: Option<String>,
     /// Files written before the command runs (run configurations), relative to the output.
     files: Vec<(String, String)>,
+    /// Input files or directories outside the output whose contents are part of the stage's
+    /// key (a user panel edited since is read again).
+    inputs: Vec<PathBuf>,
+}
+
+/// A digest of a file's bytes, or of every file in a directory (sorted by name).
+fn content_digest(path: &Path) -> String {
+    let mut parts: Vec<String> = vec![];
+    let mut add = |p: &Path| match std::fs::read(p) {
+        Ok(b) => {
+            parts.push(p.display().to_string());
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for x in &b {
+                h ^= *x as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            parts.push(format!("{h:016x}"));
+            parts.push(b.len().to_string());
+        }
+        Err(e) => parts.push(format!("{}: {e}", p.display())),
+    };
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files.iter().filter(|f| f.is_file()) {
+            add(f);
+        }
+    } else {
+        add(path);
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    fnv(&refs)
 }
 
 struct Runner {
@@ -273,6 +401,8 @@ impl Runner {
         for d in &s.deps {
             parts.push(self.keys.get(d).map(String::as_str).unwrap_or("?"));
         }
+        let digests: Vec<String> = s.inputs.iter().map(|p| content_digest(p)).collect();
+        parts.extend(digests.iter().map(String::as_str));
         fnv(&parts)
     }
 
@@ -419,6 +549,9 @@ fn run_toml(
         ),
     );
     data.insert("template".into(), toml::Value::String(p.template.clone()));
+    if let Some(t) = custom_taxonomy(p) {
+        data.insert("taxonomy".into(), toml::Value::String(t.into()));
+    }
     data.insert(
         "split_seed".into(),
         toml::Value::Integer(p.split_seed as i64),
@@ -467,12 +600,47 @@ fn subtable<'a>(t: &'a mut toml::Table, key: &str) -> anyhow::Result<&'a mut tom
         .ok_or_else(|| anyhow!("a `{key}` section must be a table"))
 }
 
-/// The panel paths of worlds, as a TOML array.
-fn panel_list(worlds: &[&String]) -> toml::Value {
+/// The survey and pre-training datasets, worlds then panels, each by name.
+fn roles(p: &Preset) -> (Vec<&String>, Vec<&String>) {
+    let all: Vec<(&String, &str)> = p
+        .worlds
+        .iter()
+        .map(|(n, w)| (n, w.role.as_str()))
+        .chain(p.panels.iter().map(|(n, s)| (n, s.role.as_str())))
+        .collect();
+    let of = |r: &str| all.iter().filter(|x| x.1 == r).map(|x| x.0).collect();
+    (of("survey"), of("pretrain"))
+}
+
+/// Where the reproduction keeps the panel of world or user panel `w` (relative to the output).
+fn panel_path(p: &Preset, w: &str) -> String {
+    if p.panels.contains_key(w) {
+        format!("panels/{w}/panel.parquet")
+    } else {
+        format!("worlds/{w}/panel.parquet")
+    }
+}
+
+/// The stage that makes the panel of world or user panel `w`.
+fn data_stage(p: &Preset, w: &str) -> String {
+    if p.panels.contains_key(w) {
+        format!("panel-{w}")
+    } else {
+        format!("world-{w}")
+    }
+}
+
+/// The study's custom taxonomy (absolute path), when its panels have one.
+fn custom_taxonomy(p: &Preset) -> Option<&str> {
+    p.panels.values().find_map(|s| s.taxonomy.as_deref())
+}
+
+/// The panel paths of worlds and panels, as a TOML array.
+fn panel_list(p: &Preset, worlds: &[&String]) -> toml::Value {
     toml::Value::Array(
         worlds
             .iter()
-            .map(|w| toml::Value::String(format!("worlds/{w}/panel.parquet")))
+            .map(|w| toml::Value::String(panel_path(p, w)))
             .collect(),
     )
 }
@@ -480,19 +648,34 @@ fn panel_list(worlds: &[&String]) -> toml::Value {
 fn plan(p: &Preset) -> anyhow::Result<Plan> {
     let mut stages = Vec::new();
     let (mut preds, mut full) = (Vec::new(), Vec::new());
-    let surveys: Vec<&String> = p
-        .worlds
-        .iter()
-        .filter(|(_, w)| w.role == "survey")
-        .map(|(n, _)| n)
-        .collect();
-    let pretrain: Vec<&String> = p
-        .worlds
-        .iter()
-        .filter(|(_, w)| w.role == "pretrain")
-        .map(|(n, _)| n)
-        .collect();
-    let panel = |w: &str| format!("worlds/{w}/panel.parquet");
+    let (surveys, pretrain) = roles(p);
+    let panel = |w: &str| panel_path(p, w);
+    let dep = |w: &str| data_stage(p, w);
+    // Every command that reads a panel reads it with the study's taxonomy.
+    let tax: Vec<String> = custom_taxonomy(p)
+        .map(|t| strs(&["--taxonomy", t]))
+        .unwrap_or_default();
+    for (name, s) in &p.panels {
+        let mut args = strs(&["data", "convert", &s.path, &panel(name)]);
+        args.extend(tax.iter().cloned());
+        if let Some(f) = &s.from {
+            args.extend(strs(&["--from", f]));
+        }
+        if let Some(d) = &s.dataset {
+            args.extend(strs(&["--dataset", d]));
+        }
+        let mut inputs = vec![PathBuf::from(&s.path)];
+        inputs.extend(s.taxonomy.as_ref().map(PathBuf::from));
+        stages.push(Stage {
+            name: dep(name),
+            what: format!("read panel {name} ({})", s.path),
+            args,
+            deps: vec![],
+            run_dir: None,
+            files: vec![],
+            inputs,
+        });
+    }
     for (name, w) in &p.worlds {
         let mut args = strs(&["synth", "--world", w.world.as_deref().unwrap_or(name)]);
         args.extend(strs(&[
@@ -512,6 +695,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             deps: vec![],
             run_dir: None,
             files: vec![],
+            inputs: vec![],
         });
     }
     let limit: Vec<String> = if p.score_persons > 0 {
@@ -549,14 +733,16 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             if !extra.iter().any(|a| a == "--limit") {
                 args.extend(limit.iter().cloned());
             }
+            args.extend(tax.iter().cloned());
             args.extend(extra.iter().cloned());
             stages.push(Stage {
                 name: format!("score-{name}-{w}"),
                 what: format!("score {name} on {w}"),
                 args,
-                deps: vec![dep.to_string(), format!("world-{w}")],
+                deps: vec![dep.to_string(), data_stage(p, w)],
                 run_dir: None,
                 files: vec![],
+                inputs: vec![],
             });
             preds.push(out);
         };
@@ -582,10 +768,11 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 "--split-seed",
                 &split_seed,
             ]);
-            let mut deps = vec![format!("world-{w}")];
+            args.extend(tax.iter().cloned());
+            let mut deps = vec![dep(w)];
             if pre {
                 args.extend(strs(&["--pretrain", &panel(pretrain[0])]));
-                deps.push(format!("world-{}", pretrain[0]));
+                deps.push(dep(pretrain[0]));
             }
             args.extend(p.comparison.args.get(m).cloned().unwrap_or_default());
             args.extend(strs(&["--out", &dir]));
@@ -597,6 +784,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 deps,
                 run_dir: None,
                 files: vec![],
+                inputs: vec![],
             });
             score(&mut stages, m, &dir, w, &stage, &[]);
         }
@@ -617,6 +805,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                     deps: vec![],
                     run_dir: None,
                     files: vec![],
+                    inputs: vec![],
                 });
                 (
                     Some(dir.display().to_string()),
@@ -635,7 +824,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 let mut sections = sections.clone();
                 let m = subtable(&mut sections, "model")?;
                 if !m.contains_key("tokenizer_panels") {
-                    m.insert("tokenizer_panels".into(), panel_list(&surveys));
+                    m.insert("tokenizer_panels".into(), panel_list(p, &surveys));
                 }
                 let cfg = run_toml(
                     &sections,
@@ -658,10 +847,11 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                     deps: pretrain
                         .iter()
                         .chain(surveys.iter())
-                        .map(|w| format!("world-{w}"))
+                        .map(|w| dep(w))
                         .collect(),
                     run_dir: Some("runs/lm-base".into()),
                     files: vec![("runs/lm-base.toml".into(), cfg)],
+                    inputs: vec![],
                 });
                 (
                     Some("runs/lm-base/best".into()),
@@ -747,7 +937,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             let run = format!("runs/{tag}");
             let mut sections = lm.finetune.clone();
             if lm.replay {
-                subtable(&mut sections, "data")?.insert("replay".into(), panel_list(&pretrain));
+                subtable(&mut sections, "data")?.insert("replay".into(), panel_list(p, &pretrain));
             }
             let cfg = run_toml(
                 &sections,
@@ -759,9 +949,9 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             )?;
             let stage = format!("train-{tag}");
             let mut deps = base_dep_v.clone();
-            deps.extend(v.train_on.iter().map(|w| format!("world-{w}")));
+            deps.extend(v.train_on.iter().map(|w| dep(w)));
             if lm.replay {
-                deps.extend(pretrain.iter().map(|w| format!("world-{w}")));
+                deps.extend(pretrain.iter().map(|w| dep(w)));
             }
             stages.push(Stage {
                 name: stage.clone(),
@@ -770,6 +960,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
                 deps,
                 run_dir: Some(run.clone()),
                 files: vec![(format!("{run}.toml"), cfg)],
+                inputs: vec![],
             });
             let mut extra = lm_score.clone();
             extra.extend(switch_flags(&v.switches)?);
@@ -785,9 +976,7 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             }
         }
         if let Some(b) = &base {
-            let dep = base_dep
-                .clone()
-                .unwrap_or_else(|| format!("world-{}", all[0]));
+            let dep = base_dep.clone().unwrap_or_else(|| dep(&all[0]));
             let mut base_score = lm_score.clone();
             if let Some(n) = lm.base_persons {
                 if n == 0 || (p.score_persons > 0 && n > p.score_persons) {
@@ -915,36 +1104,36 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
     }
     // Evaluation, in process.
     let t1 = Instant::now();
-    let surveys: Vec<&String> = preset
-        .worlds
+    let (surveys, _) = roles(&preset);
+    // The oracle exists for synthetic worlds only.
+    let worlds: Vec<&&String> = surveys
         .iter()
-        .filter(|(_, w)| w.role == "survey")
-        .map(|(n, _)| n)
+        .filter(|w| preset.worlds.contains_key(**w))
         .collect();
     let ea = crate::eval::EvalArgs {
         preds: plan.preds.iter().map(|p| out.join(p)).collect(),
         full: plan.full.iter().map(|p| out.join(p)).collect(),
-        oracle: surveys
+        oracle: worlds
             .iter()
             .map(|w| out.join(format!("worlds/{w}/oracle.parquet")))
             .collect(),
-        oracle_full: surveys
+        oracle_full: worlds
             .iter()
-            .filter(|w| preset.worlds[**w].full_oracle)
+            .filter(|w| preset.worlds[w.as_str()].full_oracle)
             .map(|w| out.join(format!("worlds/{w}/oracle_full.parquet")))
             .collect(),
         panel: surveys
             .iter()
-            .map(|w| out.join(format!("worlds/{w}/panel.parquet")))
+            .map(|w| out.join(panel_path(&preset, w)))
             .collect(),
         input: crate::io::PanelInput {
-            taxonomy: None,
+            taxonomy: custom_taxonomy(&preset).map(PathBuf::from),
             add_unknown_labels: false,
             from: None,
             dataset: "career".into(),
         },
         split: "test".into(),
-        weighted: false,
+        weighted: preset.eval.weighted,
         bootstrap: preset.eval.bootstrap,
         seed: preset.eval.seed,
         min_cell: 30,
@@ -952,6 +1141,21 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
         out: out.join("report"),
     };
     let mut report = crate::eval::build(&ea)?;
+    let user: Vec<&str> = surveys
+        .iter()
+        .filter(|w| preset.panels.contains_key(**w))
+        .map(|w| w.as_str())
+        .collect();
+    if !user.is_empty() {
+        report.notes.insert(
+            0,
+            format!(
+                "No oracle for {}: a user panel has no known truth, so its models are compared \
+                 with each other, not with the best possible.",
+                user.join(", ")
+            ),
+        );
+    }
     let abl = ablation_tables(&report, &plan.ablations);
     let pos = 1.min(report.tables.len());
     for (i, t) in abl.into_iter().enumerate() {

@@ -2431,3 +2431,269 @@ fn long_problem_lists_are_cut_to_50_with_a_summary_and_written_whole_with_proble
     );
     assert!(lines[80].contains(",line,81,education,"), "{}", lines[80]);
 }
+
+/// A user-like extract: `dataset,person_id,year,label,gender,race` (some `NA`, no region,
+/// education or birth year), 120 persons over a taxonomy of two occupations (Welders,
+/// Teachers) and the special states. Returns (panel.csv, taxonomy.csv).
+fn few_covariates_panel(d: &Path) -> (PathBuf, PathBuf) {
+    let tax = d.join("taxonomy.csv");
+    std::fs::write(
+        &tax,
+        "code,title,group\nW1,Welders,Production\nT1,Teachers,Education\n",
+    )
+    .unwrap();
+    // 120 persons, 6-9 years each, a sticky chain over the two occupations and two specials.
+    let mut csv = String::from("dataset,person_id,year,label,gender,race\n");
+    let mut x: u64 = 12345;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let labels = ["W1", "T1", "UNEMP", "NILF"];
+    for pid in 0..120 {
+        let gender = ["male", "female", "NA"][next(3) as usize];
+        let race = ["white", "black", "NA", "NA"][next(4) as usize];
+        let mut l = next(2) as usize;
+        for year in 2000..2006 + next(4) as i32 {
+            if next(10) == 0 {
+                continue; // a gap
+            }
+            csv += &format!("EXT,{pid},{year},{},{gender},{race}\n", labels[l]);
+            if next(10) < 3 {
+                l = next(4) as usize;
+            }
+        }
+    }
+    let panel = d.join("panel.csv");
+    std::fs::write(&panel, csv).unwrap();
+    (panel, tax)
+}
+
+/// `labor reproduce` on a user panel (no world): a two-occupation taxonomy with few covariates
+/// runs the whole study; the report has every model, no oracle, and says why; an edit of the
+/// panel file is noticed (its stage runs again).
+#[test]
+fn reproduce_runs_the_study_on_a_user_panel_with_two_occupations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    few_covariates_panel(d);
+    let preset = d.join("study.toml");
+    std::fs::write(
+        &preset,
+        r#"
+description = "two occupations, few covariates"
+score_persons = 12
+[panels.ext]
+path = "panel.csv"
+taxonomy = "taxonomy.csv"
+[comparison]
+models = ["markov1", "mnl", "bag-of-jobs"]
+[comparison.args]
+mnl = ["--lambdas", "1e-3"]
+bag-of-jobs = ["--width", "8", "--epochs", "2"]
+[lm]
+untuned = false
+[lm.finetune.model]
+vocab_size = 400
+[lm.finetune.model.scratch]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+max_position_embeddings = 1024
+[lm.finetune.optim]
+lr = 3e-3
+[lm.finetune.train]
+total_steps = 4
+batch_size = 2
+eval_every = 2
+eval_texts = 4
+[eval]
+bootstrap = 20
+"#,
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}\n{se}");
+    for m in ["| markov1 |", "| mnl |", "| bag-of-jobs |", "| lm-ft |"] {
+        assert!(so.contains(m), "{m} missing from the headline:\n{so}");
+    }
+    assert!(!so.contains("| oracle |"), "{so}");
+    let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(report.contains("No oracle for ext"), "{report:.2000}");
+    assert!(!report.contains("| oracle |"));
+    // Cached when nothing changed; the panel stage runs again when the file changes.
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    assert!(text(&o).0.contains("read panel ext"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("done before (cached)"),
+        "{:?}",
+        text(&o)
+    );
+    let panel = d.join("panel.csv");
+    let mut csv = std::fs::read_to_string(&panel).unwrap();
+    csv += "EXT,999,2001,W1,male,NA\nEXT,999,2002,T1,male,NA\n";
+    std::fs::write(&panel, csv).unwrap();
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        p(&preset),
+        "--out",
+        p(&out),
+        "--dry-run",
+    ]);
+    let so = text(&o).0;
+    let line = so.lines().find(|l| l.contains("read panel ext")).unwrap();
+    assert!(line.ends_with("to run"), "{so}");
+    // A preset naming a missing panel file is invalid input.
+    std::fs::write(&preset, "[panels.x]\npath = \"nope.csv\"\n").unwrap();
+    let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("panels.x.path"), "{:?}", text(&o));
+}
+
+/// A user's extract with only id, year, occupation, gender and race (some `NA`), on a custom
+/// taxonomy of two occupations: every command runs on it — validate, render, fit (Markov, MNL,
+/// bag-of-jobs, CAREER), tokenizer, LM training, score, eval — without any covariate invented.
+#[test]
+fn a_panel_with_few_covariates_and_two_occupations_runs_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (panel, tax) = few_covariates_panel(d);
+    let t = ["--taxonomy", p(&tax)];
+    let run = |args: &[&str]| {
+        let o = labor(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", text(&o));
+        text(&o).0
+    };
+    let with_t = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(t);
+        run(&a)
+    };
+    with_t(&["data", "validate", p(&panel)]);
+
+    // The texts say nothing about region, education or birth year.
+    let texts = d.join("texts.jsonl");
+    with_t(&["text", "render", "--panel", p(&panel), "--out", p(&texts)]);
+    let body = std::fs::read_to_string(&texts).unwrap();
+    assert!(
+        body.contains("including year and the job title"),
+        "{body:.600}"
+    );
+    for phrase in ["region", "education level", "was born", "high school", "("] {
+        assert!(!body.contains(phrase), "{phrase:?} in {body:.600}");
+    }
+    assert!(body.contains(": Welders\\n") && body.contains(": Teachers\\n"));
+
+    // Comparison models.
+    let mut models = vec![];
+    for (kind, extra) in [
+        ("markov1", vec![]),
+        ("mnl", vec!["--lambdas", "1e-3"]),
+        ("bag-of-jobs", vec!["--width", "8", "--epochs", "2"]),
+        (
+            "career",
+            vec![
+                "--layers", "1", "--width", "16", "--heads", "2", "--ffn", "32", "--epochs", "1",
+                "--device", "cpu",
+            ],
+        ),
+    ] {
+        let out = d.join(kind);
+        let mut args = vec![
+            "fit",
+            "--model",
+            kind,
+            "--panel",
+            p(&panel),
+            "--out",
+            p(&out),
+        ];
+        args.extend(extra);
+        with_t(&args);
+        models.push((kind.to_string(), out));
+    }
+    // A tiny language model from scratch on the same panel.
+    let cfg = d.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nvocab_size = 400\n[model.scratch]\nhidden_size = 32\nintermediate_size = 64\n\
+             num_hidden_layers = 1\nnum_attention_heads = 2\nmax_position_embeddings = 1024\n\
+             [data]\npanels = [{:?}]\ntaxonomy = {:?}\n[optim]\nlr = 3e-3\nwarmup_steps = 2\n\
+             [train]\ntotal_steps = 6\nbatch_size = 4\neval_every = 3\neval_texts = 8\n",
+            p(&panel),
+            p(&tax)
+        ),
+    )
+    .unwrap();
+    let lm = d.join("lm");
+    run(&["train", "--config", p(&cfg), "--out", p(&lm)]);
+    models.push(("lm".into(), lm.join("final")));
+
+    // Score every model with full distributions over the 5 labels, then evaluate.
+    let mut eval = vec!["eval".to_string()];
+    let (mut preds, mut full) = (vec![], vec![]);
+    for (name, dir) in &models {
+        let (pr, fu) = (
+            d.join(format!("{name}.parquet")),
+            d.join(format!("{name}.full.parquet")),
+        );
+        with_t(&[
+            "score",
+            "--model",
+            p(dir),
+            "--panel",
+            p(&panel),
+            "--split",
+            "test",
+            "--name",
+            name,
+            "--out",
+            p(&pr),
+            "--full-dist",
+            p(&fu),
+        ]);
+        let rows = labor_data::predictions::read_logp(std::fs::File::open(&pr).unwrap()).unwrap();
+        assert!(rows.len() > 20, "{name}: {} rows", rows.len());
+        assert!(rows.iter().all(|r| r.3 < 0.0 && r.3.is_finite()), "{name}");
+        preds.push(p(&pr).to_string());
+        full.push(p(&fu).to_string());
+    }
+    eval.push("--preds".into());
+    eval.extend(preds);
+    eval.push("--full".into());
+    eval.extend(full);
+    let rep = d.join("report");
+    eval.extend(
+        [
+            "--panel",
+            p(&panel),
+            "--taxonomy",
+            p(&tax),
+            "--bootstrap",
+            "50",
+            "--min-cell",
+            "5",
+            "--out",
+            p(&rep),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = eval.iter().map(String::as_str).collect();
+    let out = run(&args);
+    for (name, _) in &models {
+        assert!(out.contains(&format!("| {name} |")), "{name}: {out}");
+    }
+    let report = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(
+        report.contains("leaves out education, cohort, region"),
+        "calibration notes the absent attributes: {report:.3000}"
+    );
+    assert!(!report.contains("| oracle |"), "no oracle without a world");
+}
