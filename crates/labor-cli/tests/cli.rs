@@ -2697,3 +2697,38 @@ fn a_panel_with_few_covariates_and_two_occupations_runs_every_command() {
     );
     assert!(!report.contains("| oracle |"), "no oracle without a world");
 }
+
+/// The committed example preset and its panel stay valid: the panel (no region, no birth year)
+/// validates and the preset plans every model (the full run, about two minutes, is in
+/// docs/reproduce.md).
+#[test]
+fn example_panel_preset_plans_every_model_on_the_committed_panel() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let panel = format!("{root}/examples/panel/panel.csv");
+    let o = labor(&["data", "validate", &panel]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let header = std::fs::read_to_string(&panel).unwrap();
+    assert!(header.starts_with("dataset,person_id,year,label,education,gender,race\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        &format!("{root}/presets/example-panel.toml"),
+        "--out",
+        p(dir.path()),
+        "--dry-run",
+    ]);
+    let so = text(&o).0;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    for m in [
+        "read panel example",
+        "score markov1 on example",
+        "score mnl on example",
+        "score bag-of-jobs on example",
+        "score career on example",
+        "score career-pretrained on example",
+        "score lm-ft on example",
+    ] {
+        assert!(so.contains(m), "{m} missing:\n{so}");
+    }
+}

@@ -698,12 +698,23 @@ pub fn evaluate(inp: &Inputs) -> Result<Report, String> {
         head_cols.push(format!("{ds}: all records"));
         head_cols.push(format!("{ds}: t ≥ 2"));
     }
+    let (title, caption) = if oracle_idx.is_some() {
+        (
+            "Headline: perplexity (ratio to the oracle)",
+            "Normalized test perplexity; in parentheses its ratio to the oracle's on the \
+             same records (1.00× is the best possible).",
+        )
+    } else {
+        (
+            "Headline: perplexity",
+            "Normalized test perplexity (no oracle: the data's true probabilities are unknown, \
+             so the models are compared with each other; lower is better).",
+        )
+    };
     let mut headline = Table {
         name: "headline".into(),
-        title: "Headline: perplexity (ratio to the oracle)".into(),
-        caption: "Normalized test perplexity; in parentheses its ratio to the oracle's on the \
-                  same records (1.00× is the best possible)."
-            .into(),
+        title: title.into(),
+        caption: caption.into(),
         header: head_cols,
         rows: Vec::new(),
     };
