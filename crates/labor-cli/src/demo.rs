@@ -121,6 +121,7 @@ pub fn run(args: &DemoArgs) -> CmdResult {
         full_oracle: 0,
         threads: None,
         report: None,
+        export_extract: None,
     };
     let report = crate::synth::generate(&args, &world_dir)?;
     println!(

@@ -36,6 +36,12 @@ pub struct SynthArgs {
     /// Worker threads (the output does not depend on it); default: all cores.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also write the world as a raw survey extract a user would download (`nls`: NLS
+    /// Investigator style, `psid`: PSID style) into DIR: extract.csv, crosswalk.csv,
+    /// mapping.toml, codebook.md. `labor data import --mapping DIR/mapping.toml
+    /// DIR/extract.csv` gives back the world's panel exactly (docs/import.md).
+    #[arg(long, num_args = 2, value_names = ["STYLE", "DIR"])]
+    pub export_extract: Option<Vec<String>>,
     /// Print the diagnostics of a folder written by `labor synth` instead of generating.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub report: Option<PathBuf>,
@@ -73,6 +79,15 @@ pub fn run(args: &SynthArgs) -> CmdResult {
 
 /// Generates a world into `out` and returns its report.
 pub fn generate(args: &SynthArgs, out: &Path) -> anyhow::Result<WorldReport> {
+    let export = match args.export_extract.as_deref() {
+        Some([style, dir]) => Some((
+            style
+                .parse::<labor_data::export::Style>()
+                .map_err(|e| crate::bad!("--export-extract {e}"))?,
+            PathBuf::from(dir),
+        )),
+        _ => None,
+    };
     let mut world = load_world(&args.world)?;
     let n = args.workers.unwrap_or(world.workers);
     world.workers = n;
@@ -158,6 +173,23 @@ pub fn generate(args: &SynthArgs, out: &Path) -> anyhow::Result<WorldReport> {
         use std::io::Write;
         Ok(w.write_all((header + &g.world.to_toml()).as_bytes())?)
     })?;
+    if let Some((style, dir)) = export {
+        let files = labor_data::export::export_extract(&panel, style).map_err(|e| anyhow!(e))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, text) in files {
+            write_atomic(&dir.join(name), |w| {
+                use std::io::Write;
+                Ok(w.write_all(text.as_bytes())?)
+            })?;
+        }
+        println!(
+            "extract: {} (import with labor data import --mapping {}/mapping.toml {}/extract.csv)",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
     let r = report(&panel, &logp, &spec);
     write_atomic(&out.join("report.json"), |w| {
         Ok(serde_json::to_writer_pretty(w, &r)?)

@@ -6,6 +6,7 @@
 //! streams, and every problem is returned as a value with its location.
 
 pub mod education;
+pub mod export;
 pub mod formats;
 pub mod import;
 pub mod panel;
