@@ -327,12 +327,17 @@ pub fn parse_preset(name: &str, text: &str) -> anyhow::Result<Preset> {
 fn fnv(parts: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
-        for b in p.bytes().chain(std::iter::once(0xff)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h = fnv_update(h, p.bytes().chain(std::iter::once(0xff)));
     }
     format!("{h:016x}")
+}
+
+fn fnv_update(mut h: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// One step of the pipeline.
@@ -357,11 +362,7 @@ fn content_digest(path: &Path) -> String {
     let mut add = |p: &Path| match std::fs::read(p) {
         Ok(b) => {
             parts.push(p.display().to_string());
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for x in &b {
-                h ^= *x as u64;
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            let h = fnv_update(0xcbf2_9ce4_8422_2325, b.iter().copied());
             parts.push(format!("{h:016x}"));
             parts.push(b.len().to_string());
         }

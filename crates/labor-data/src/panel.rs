@@ -341,14 +341,19 @@ impl PanelBuilder {
                 ));
                 None
             }
-            Some(v) => match token_defect(v) {
-                Some(e) => {
-                    self.problems
-                        .push(Problem::at(row.location.clone(), c.name(), v, e));
-                    None
-                }
-                None => Some(v.to_string()),
-            },
+            Some(v) => self.checked_token(row, c, v),
+        }
+    }
+
+    /// `v` as an identifier-like token, or a problem naming its defect.
+    fn checked_token(&mut self, row: &RawRow, c: Column, v: &str) -> Option<String> {
+        match token_defect(v) {
+            Some(e) => {
+                self.problems
+                    .push(Problem::at(row.location.clone(), c.name(), v, e));
+                None
+            }
+            None => Some(v.to_string()),
         }
     }
 
@@ -376,14 +381,7 @@ impl PanelBuilder {
     fn covariate_token(&mut self, row: &RawRow, c: Column) -> Result<Option<String>, ()> {
         match self.covariate(row, c)? {
             None => Ok(None),
-            Some(v) => match token_defect(v) {
-                Some(e) => {
-                    self.problems
-                        .push(Problem::at(row.location.clone(), c.name(), v, e));
-                    Err(())
-                }
-                None => Ok(Some(v.to_string())),
-            },
+            Some(v) => self.checked_token(row, c, v).map(Some).ok_or(()),
         }
     }
 
