@@ -24,6 +24,9 @@ pub enum BenchCommand {
     Score(BenchScoreArgs),
     /// Training throughput (tokens/s) of full fine-tuning or LoRA on fixed random batches.
     Train(BenchTrainArgs),
+    /// A bounded load test of a running `labor serve` on loopback: requests/s and latency
+    /// percentiles.
+    Serve(crate::serve::load::BenchServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +99,7 @@ pub fn run(cmd: &BenchCommand) -> CmdResult {
     match cmd {
         BenchCommand::Score(a) => score(a),
         BenchCommand::Train(a) => train(a),
+        BenchCommand::Serve(a) => crate::serve::load::run(a),
     }
 }
 

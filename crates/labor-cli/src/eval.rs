@@ -12,7 +12,7 @@ use labor_data::predictions::{PredictionsFile, read_full_by_class, read_predicti
 use labor_data::taxonomy::{LabelKind, SPECIAL_GROUP};
 use labor_data::{MISSING, Panel, Split, Taxonomy};
 use labor_eval::report::{Provenance, html, markdown};
-use labor_eval::{Inputs, ModelPreds, Options, Report, Subject, SubjectKey, evaluate};
+use labor_eval::{Inputs, ModelPreds, Options, Report, Subject, SubjectKey, Table, evaluate};
 
 use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
 
@@ -20,8 +20,16 @@ use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
 pub struct EvalArgs {
     /// Prediction files (SPEC §7.1); a file may hold several models, and a model's rows may be
     /// spread over several files (e.g. one per dataset).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "forecast")]
     pub preds: Vec<PathBuf>,
+    /// Forecast evaluation: simulation folders (`labor simulate --cut C`), one per model,
+    /// compared with `--forecast-truth` horizon by horizon.
+    #[arg(long, num_args = 1.., requires = "forecast_truth")]
+    pub forecast: Vec<PathBuf>,
+    /// The truth for `--forecast`: the world's own simulation of the same persons from the same
+    /// cut (`labor simulate --model WORLD_DIR --cut C`).
+    #[arg(long, requires = "forecast")]
+    pub forecast_truth: Option<PathBuf>,
     /// Full-distribution files (`labor score --full-dist`), for calibration by occupation group.
     #[arg(long, num_args = 1..)]
     pub full: Vec<PathBuf>,
@@ -348,8 +356,129 @@ pub fn version() -> String {
     format!("labor {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The forecast table and plot: per model and horizon, the total-variation distance of category
+/// shares from the truth's (pooled, and per person), plus notes.
+pub fn forecast_section(
+    a: &EvalArgs,
+    taxonomy: &Taxonomy,
+) -> anyhow::Result<(Table, labor_eval::evaluate::Plot, Vec<String>)> {
+    let truth_dir = a.forecast_truth.as_ref().expect("clap requires it");
+    let mut keys = HashMap::new();
+    let (truth_meta, truth) = crate::simulate::read_baseline(truth_dir, taxonomy, &mut keys)?;
+    let cut_of = |m: &serde_json::Value| m["cut"].as_i64();
+    let mut table = Table::new(
+        "forecast",
+        "Forecast: distance from the truth's simulated category shares by horizon",
+        &["model", "horizon", "persons", "TV shares", "TV per person"],
+    );
+    let mut series = Vec::new();
+    let notes = vec![format!(
+        "Forecast truth: {} ({}, cut {}, {} draws). TV = total-variation distance between category          shares (occupation groups and special states); 'per person' averages each person's          distance over their draws. Part of each distance is Monte Carlo noise of both sides.",
+        truth_dir.display(),
+        truth_meta["model"].as_str().unwrap_or("?"),
+        cut_of(&truth_meta).map_or("none".into(), |c| c.to_string()),
+        truth_meta["draws"]
+    )];
+    for (i, dir) in a.forecast.iter().enumerate() {
+        let (meta, sims) = crate::simulate::read_baseline(dir, taxonomy, &mut keys)?;
+        if cut_of(&meta) != cut_of(&truth_meta) {
+            return Err(crate::bad!(
+                "{}: cut {:?} differs from the truth's {:?}; simulate both from the same cut",
+                dir.display(),
+                cut_of(&meta),
+                cut_of(&truth_meta)
+            ));
+        }
+        let name = meta["model"].as_str().unwrap_or("model").to_string();
+        let rows = labor_forecast::tables::forecast_scores(&sims, &truth, taxonomy);
+        if rows.is_empty() {
+            return Err(crate::bad!(
+                "{}: no person in common with the truth {}",
+                dir.display(),
+                truth_dir.display()
+            ));
+        }
+        for r in &rows {
+            table.push(vec![
+                name.clone(),
+                r.horizon.to_string(),
+                r.persons.to_string(),
+                format!("{:.4}", r.tv_shares),
+                format!("{:.4}", r.tv_person),
+            ]);
+        }
+        series.push(labor_eval::plot::Series {
+            name: name.clone(),
+            color: labor_eval::plot::palette_color(i),
+            points: rows
+                .iter()
+                .map(|r| (r.horizon as f64, r.tv_shares))
+                .collect(),
+        });
+    }
+    let svg = labor_eval::plot::lines(
+        "Forecast error by horizon",
+        "years after the cut",
+        "TV distance of category shares from the truth",
+        &series,
+    );
+    let plot = labor_eval::evaluate::Plot {
+        name: "forecast".into(),
+        title: "Forecast error by horizon".into(),
+        svg,
+    };
+    Ok((table, plot, notes))
+}
+
 pub fn run(a: &EvalArgs) -> CmdResult {
-    let report = build(a)?;
+    let forecast = if a.forecast.is_empty() {
+        None
+    } else {
+        let taxonomy = crate::io::load_taxonomy(a.input.taxonomy.as_deref())?;
+        Some(forecast_section(a, &taxonomy)?)
+    };
+    if a.preds.is_empty() {
+        let (table, plot, notes) = forecast.expect("clap requires --preds or --forecast");
+        std::fs::create_dir_all(a.out.join("tables"))
+            .with_context(|| format!("cannot create {}", a.out.display()))?;
+        std::fs::create_dir_all(a.out.join("plots"))?;
+        write_atomic(&a.out.join("tables/forecast.csv"), |w| {
+            Ok(std::io::Write::write_all(w, table.to_csv().as_bytes())?)
+        })?;
+        write_atomic(&a.out.join("plots/forecast.svg"), |w| {
+            Ok(std::io::Write::write_all(w, plot.svg.as_bytes())?)
+        })?;
+        let md = format!(
+            "# {}
+
+{}
+
+![{}](plots/forecast.svg)
+
+{}
+",
+            a.title,
+            table.to_markdown(),
+            plot.title,
+            notes
+                .iter()
+                .map(|n| format!("- {n}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        write_atomic(&a.out.join("forecast.md"), |w| {
+            Ok(std::io::Write::write_all(w, md.as_bytes())?)
+        })?;
+        println!("{}", table.to_markdown());
+        println!("forecast: {}", a.out.join("forecast.md").display());
+        return Ok(());
+    }
+    let mut report = build(a)?;
+    if let Some((table, plot, notes)) = forecast {
+        report.tables.push(table);
+        report.plots.push(plot);
+        report.notes.extend(notes);
+    }
     let p = Provenance {
         title: a.title.clone(),
         version: version(),

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use labor_cli::io::{CmdResult, Failure};
-use labor_cli::{bench, data, demo, eval, fit, io, lm, reproduce, synth, taxonomy, text, train};
+use labor_cli::{
+    bench, data, demo, eval, fit, io, lm, predict, reproduce, serve, simulate, synth, taxonomy,
+    text, train,
+};
 
 /// Predict workers' next occupation from their career history with language models, and
 /// measure every model against the best possible.
@@ -48,6 +51,15 @@ enum Command {
     /// Evaluate prediction files: perplexity, sub-tasks, calibration by subgroup, paired
     /// comparisons; Markdown/CSV tables, SVG plots and a self-contained report.html.
     Eval(eval::EvalArgs),
+    /// The next year's distribution for career histories (JSON lines or CSV), with any model.
+    Predict(predict::PredictArgs),
+    /// Simulate careers forward from a panel's histories with any model: trajectories,
+    /// shares by year, mobility, and counterfactuals (`--set education=bachelors`) with common
+    /// random numbers.
+    Simulate(simulate::SimulateArgs),
+    /// Serve models over HTTP (loopback by default): a JSON API (`/v1/predict`, `/v1/simulate`,
+    /// `/v1/labels`, `/healthz`) and a web page to type a career into.
+    Serve(serve::ServeArgs),
     /// Run the whole study from one preset (quick, cpu-smollm2, gpu or a file): worlds, models,
     /// scoring, evaluation and report; finished stages are cached.
     Reproduce(reproduce::ReproduceArgs),
@@ -124,6 +136,9 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),

@@ -1113,6 +1113,8 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
         .collect();
     let ea = crate::eval::EvalArgs {
         preds: plan.preds.iter().map(|p| out.join(p)).collect(),
+        forecast: Vec::new(),
+        forecast_truth: None,
         full: plan.full.iter().map(|p| out.join(p)).collect(),
         oracle: worlds
             .iter()

@@ -2810,3 +2810,720 @@ fn exported_nls_and_psid_extracts_import_back_identical_to_the_world() {
         assert_eq!(want, got, "{style}");
     }
 }
+
+/// The persons of a Parquet panel (embedded taxonomy).
+fn read_panel(path: &Path) -> labor_data::Panel {
+    labor_data::formats::parquet::read_panel_parquet(
+        std::fs::File::open(path).unwrap(),
+        labor_data::Taxonomy::embedded_default(),
+        labor_data::BuildOptions::default(),
+    )
+    .unwrap()
+    .0
+}
+
+/// A person's first `t` records as a `labor predict` history asking for record t's year and
+/// education.
+fn history_json(person: &labor_data::Person, tax: &labor_data::Taxonomy, t: usize) -> String {
+    let rec = |r: &labor_data::Record| {
+        serde_json::json!({
+            "year": r.year,
+            "label": tax.label(r.label).code,
+            "education": r.education.map(|e| e.as_str()),
+        })
+    };
+    serde_json::json!({
+        "id": format!("{}#{t}", person.person_id),
+        "dataset": person.dataset,
+        "gender": person.gender,
+        "race": person.race,
+        "region": person.region,
+        "birth_year": person.birth_year,
+        "records": person.records[..t].iter().map(rec).collect::<Vec<_>>(),
+        "next": {
+            "year": person.records[t].year,
+            "education": person.records[t].education.map(|e| e.as_str()),
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn predict_equals_the_full_distribution_of_score_for_every_model_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (panel_path, tok) = world_and_tokenizer(d, "4", "1500");
+    let world = d.join("syn");
+    let panel = read_panel(&panel_path);
+    let tax = &panel.taxonomy;
+    let k = tax.len().to_string();
+    let mut models: Vec<(String, PathBuf, f64)> = vec![("oracle".into(), world.clone(), 1e-12)];
+    let tiny = [
+        "--layers", "1", "--width", "16", "--heads", "2", "--ffn", "32", "--epochs", "1",
+        "--device", "cpu",
+    ];
+    for (kind, extra, tol) in [
+        ("markov1", vec![], 1e-12),
+        ("markov2", vec![], 1e-12),
+        ("mnl", vec!["--lambdas", "1e-3"], 1e-12),
+        ("bag-of-jobs", vec!["--width", "8", "--epochs", "1"], 1e-6),
+        ("career", tiny.to_vec(), 1e-6),
+    ] {
+        let out = d.join(kind);
+        let mut args = vec![
+            "fit",
+            "--model",
+            kind,
+            "--panel",
+            p(&panel_path),
+            "--out",
+            p(&out),
+        ];
+        args.extend(extra);
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(0), "{kind}: {:?}", text(&o));
+        models.push((kind.into(), out, tol));
+    }
+    let shape = d.join("tiny.toml");
+    std::fs::write(
+        &shape,
+        "hidden_size = 32\nintermediate_size = 64\nnum_hidden_layers = 1\n\
+         num_attention_heads = 4\nnum_key_value_heads = 2\nmax_position_embeddings = 2048\n",
+    )
+    .unwrap();
+    let lm = d.join("lm");
+    let o = labor(&[
+        "lm",
+        "init",
+        "--config",
+        p(&shape),
+        "--tokenizer",
+        p(&tok),
+        "--out",
+        p(&lm),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    models.push(("lm".into(), lm, 1e-6));
+    let codes: Vec<String> = tax.labels().iter().map(|l| l.code.clone()).collect();
+    for (kind, dir_, tol) in &models {
+        let full = d.join(format!("{kind}-full.parquet"));
+        let o = labor(&[
+            "score",
+            "--model",
+            p(dir_),
+            "--panel",
+            p(&panel_path),
+            "--limit",
+            "3",
+            "--out",
+            p(&d.join(format!("{kind}.parquet"))),
+            "--full-dist",
+            p(&full),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{kind}: {:?}", text(&o));
+        let rows = labor_data::predictions::read_full_by_class(
+            std::fs::File::open(&full).unwrap(),
+            &codes,
+            codes.len(),
+            |c| tax.by_code(c).map(|id| id.index()),
+        )
+        .unwrap();
+        // Every record after the first of the scored persons, as a history of its own.
+        let scored: Vec<&labor_data::Person> = panel
+            .persons
+            .iter()
+            .filter(|q| rows.iter().any(|r| r.person_id == q.person_id))
+            .collect();
+        assert_eq!(scored.len(), 3, "{kind}");
+        let mut lines = String::new();
+        for q in &scored {
+            for t in 1..q.records.len() {
+                lines.push_str(&history_json(q, tax, t));
+                lines.push('\n');
+            }
+        }
+        let input = d.join(format!("{kind}-histories.jsonl"));
+        std::fs::write(&input, &lines).unwrap();
+        let o = labor(&[
+            "predict",
+            "--model",
+            p(dir_),
+            "--input",
+            p(&input),
+            "--format",
+            "json",
+            "--top",
+            &k,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{kind}: {:?}", text(&o));
+        let out = text(&o).0;
+        let mut n = 0;
+        let mut worst = 0.0f64;
+        for line in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = v["id"].as_str().unwrap();
+            let (pid, t) = id.split_once('#').unwrap();
+            let t: i32 = t.parse().unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.person_id == pid && r.t == t + 1)
+                .unwrap_or_else(|| panic!("{kind}: no score row for {id}"));
+            let top = v["top"].as_array().unwrap();
+            assert_eq!(top.len(), codes.len(), "{kind}");
+            for e in top {
+                let i = tax.by_code(e["code"].as_str().unwrap()).unwrap().index();
+                worst = worst.max((e["p"].as_f64().unwrap() - row.probs[i]).abs());
+            }
+            n += 1;
+        }
+        assert_eq!(n, lines.lines().count(), "{kind}");
+        assert!(
+            worst <= *tol,
+            "{kind}: predict differs from score by {worst:e} (tolerance {tol:e})"
+        );
+        eprintln!("{kind}: {n} histories, largest difference {worst:e}");
+    }
+    // Unknown labels exit 2 and name the closest titles.
+    let q = &panel.persons[0];
+    let mut bad: serde_json::Value = serde_json::from_str(&history_json(q, tax, 1)).unwrap();
+    let title = &tax.label(q.records[0].label).title;
+    let typo = format!("{}x", title);
+    bad["records"][0]["label"] = typo.clone().into();
+    let input = d.join("bad.jsonl");
+    std::fs::write(&input, format!("{bad}\n")).unwrap();
+    let o = labor(&[
+        "predict",
+        "--model",
+        p(&d.join("mnl")),
+        "--input",
+        p(&input),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("line 1")
+            && err.contains("unknown label")
+            && err.contains(&format!("{title:?}")),
+        "{err}"
+    );
+    // CSV input and the readable table.
+    let csv = d.join("h.csv");
+    std::fs::write(
+        &csv,
+        format!("person_id,year,label,education\nana,2001,{title},bachelors\nana,2002,UNEMP,\n"),
+    )
+    .unwrap();
+    let o = labor(&[
+        "predict",
+        "--model",
+        p(&d.join("markov1")),
+        "--input",
+        p(&csv),
+        "--top",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let out = text(&o).0;
+    assert!(
+        out.contains("ana (2 records, last: Unemployed in 2002) → 2003, bachelors"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with(['1', '2', '3']))
+            .count(),
+        3,
+        "{out}"
+    );
+}
+
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|x| {
+            let x = x.unwrap();
+            h.iter().cloned().zip(x.iter().map(String::from)).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn simulate_counterfactuals_and_forecast_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let world = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "150",
+        "--seed",
+        "8",
+        "--out",
+        p(&world),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = world.join("panel.parquet");
+    let markov = d.join("markov1");
+    let o = labor(&[
+        "fit",
+        "--model",
+        "markov1",
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&markov),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let sim = |model: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            "--model",
+            p(model),
+            "--panel",
+            p(&panel),
+            "--split",
+            "all",
+            "--limit",
+            "40",
+            "--years",
+            "3",
+            "--draws",
+            "10",
+            "--seed",
+            "5",
+            "--out",
+            p(out),
+        ];
+        args.extend(extra);
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        text(&o).0
+    };
+    // The oracle under a counterfactual: every file, paired differences that move.
+    let cf = d.join("cf");
+    let said = sim(&world, &cf, &["--set", "education=doctorate"]);
+    assert!(
+        said.contains("oracle, 40 persons × 10 draws × 3 years = 1200 simulated records"),
+        "{said}"
+    );
+    let records = csv_rows(&cf.join("records.csv"));
+    assert_eq!(records.len(), 2400);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["scenario"] == "counterfactual")
+            .all(|r| r["education"] == "doctorate")
+    );
+    let shares = csv_rows(&cf.join("shares.csv"));
+    let mut by_year: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    for r in &shares {
+        *by_year
+            .entry((r["scenario"].clone(), r["year"].clone()))
+            .or_default() += r["share"].parse::<f64>().unwrap();
+    }
+    assert!(
+        by_year.values().all(|s| (s - 1.0).abs() < 1e-9),
+        "{by_year:?}"
+    );
+    assert!(!csv_rows(&cf.join("mobility.csv")).is_empty());
+    let diff = csv_rows(&cf.join("difference.csv"));
+    assert!(
+        diff.iter()
+            .any(|r| r["difference"].parse::<f64>().unwrap() != 0.0)
+    );
+    // markov1 does not read education after the first record: with common random numbers the
+    // same counterfactual changes nothing, exactly.
+    let m = d.join("m-cf");
+    sim(&markov, &m, &["--set", "education=doctorate"]);
+    let diff = csv_rows(&m.join("difference.csv"));
+    assert!(!diff.is_empty());
+    assert!(
+        diff.iter()
+            .all(|r| r["difference"] == "0" && r["se"] == "0"),
+        "{:?}",
+        &diff[..3]
+    );
+    // Bad settings are invalid input.
+    let o = labor(&[
+        "simulate",
+        "--model",
+        p(&markov),
+        "--panel",
+        p(&panel),
+        "--set",
+        "height=2",
+        "--out",
+        p(&d.join("x")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("cannot be set"), "{:?}", text(&o));
+    // Forecast evaluation: cut at 1990, the world's own simulation as the truth.
+    let cut = ["--cut", "1990"];
+    let truth = d.join("truth");
+    let mut t_args = cut.to_vec();
+    t_args.extend(["--seed", "99"]);
+    sim(&world, &truth, &t_args);
+    let (fo, fm) = (d.join("f-oracle"), d.join("f-markov"));
+    sim(&world, &fo, &cut);
+    sim(&markov, &fm, &cut);
+    let rep = d.join("forecast");
+    let o = labor(&[
+        "eval",
+        "--forecast",
+        p(&fo),
+        p(&fm),
+        "--forecast-truth",
+        p(&truth),
+        "--out",
+        p(&rep),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let rows = csv_rows(&rep.join("tables/forecast.csv"));
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for r in &rows {
+        let tv: f64 = r["TV shares"].parse().unwrap();
+        assert!((0.0..=1.0).contains(&tv), "{r:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r["model"] == "oracle") && rows.iter().any(|r| r["model"] == "markov1")
+    );
+    let svg = std::fs::read_to_string(rep.join("plots/forecast.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("markov1"));
+    // A different cut is refused.
+    let other = d.join("f-other");
+    sim(&markov, &other, &["--cut", "1992"]);
+    let o = labor(&[
+        "eval",
+        "--forecast",
+        p(&other),
+        "--forecast-truth",
+        p(&truth),
+        "--out",
+        p(&d.join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}
+
+/// One HTTP/1.1 request on a new connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    // The server may answer (413) and close before reading a large body: a failed write is fine.
+    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `labor serve` on a free loopback port; killed on drop.
+struct Server(std::process::Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Server {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labor"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    Server(child, addr)
+}
+
+#[test]
+fn serve_answers_the_api_refuses_bad_input_and_the_page_works_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let world = d.join("syn");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "120",
+        "--seed",
+        "3",
+        "--out",
+        p(&world),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let mnl = d.join("mnl");
+    let o = labor(&[
+        "fit",
+        "--model",
+        "mnl",
+        "--lambdas",
+        "1e-3",
+        "--panel",
+        p(&world.join("panel.parquet")),
+        "--out",
+        p(&mnl),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let mnl_arg = format!("mnl={}", mnl.display());
+    let world_arg = format!("oracle={}", world.display());
+    let s = serve(&[
+        "--model",
+        &mnl_arg,
+        "--model",
+        &world_arg,
+        "--max-records",
+        "50",
+    ]);
+    let a = s.1.as_str();
+    let (st, body) = http(a, "GET", "/healthz", b"");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.contains("\"mnl\"") && body.contains("\"oracle\""),
+        "{body}"
+    );
+    let (st, body) = http(a, "GET", "/v1/labels", b"");
+    assert_eq!(st, 200);
+    let labels: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        labels["labels"].as_array().unwrap().len(),
+        labor_data::Taxonomy::embedded_default().len()
+    );
+    // A three-record career, as the page would send it, and the same through `labor predict`.
+    let tax = labor_data::Taxonomy::embedded_default();
+    let occ: Vec<_> = tax.occupations().take(40).cloned().collect();
+    let career = serde_json::json!({"id": "web", "gender": "female", "birth_year": 1965, "records": [
+        {"year": 1990, "label": occ[3].title, "education": "high_school_diploma"},
+        {"year": 1991, "label": occ[3].title, "education": "high_school_diploma"},
+        {"year": 1992, "label": occ[30].title, "education": "some_college"}]});
+    let (st, body) = http(
+        a,
+        "POST",
+        "/v1/predict",
+        serde_json::json!({"history": career})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let api_top = v["predictions"][0]["top"][0]["title"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let input = d.join("one.jsonl");
+    std::fs::write(&input, format!("{career}\n")).unwrap();
+    let o = labor(&[
+        "predict",
+        "--model",
+        p(&mnl),
+        "--input",
+        p(&input),
+        "--format",
+        "json",
+    ]);
+    let cli: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(
+        cli["top"], v["predictions"][0]["top"],
+        "the API and the command agree"
+    );
+    let (st, body) = http(
+        a,
+        "POST",
+        "/v1/simulate",
+        serde_json::json!({"model": "oracle", "history": career, "years": 4, "draws": 7})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(st, 200, "{body}");
+    let sim: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sim["paths"].as_array().unwrap().len(), 7);
+    assert!(
+        sim["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.as_array().unwrap().len() == 4)
+    );
+    // Bad input: 4xx with a JSON error, and the server stays healthy.
+    let unknown = serde_json::json!({"history": {"records": [{"year": 1990, "label": format!("{}x", occ[3].title)}]}});
+    let long: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| serde_json::json!({"year": 1000 + i, "label": "UNEMP"}))
+        .collect();
+    let long = serde_json::json!({"history": {"records": long}}).to_string();
+    let short_long: Vec<serde_json::Value> = (0..60)
+        .map(|i| serde_json::json!({"year": 1900 + i, "label": "UNEMP"}))
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/v1/predict",
+            b"{\"history\": {".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "/v1/predict",
+            unknown.to_string().into_bytes(),
+            422,
+            "closest titles",
+        ),
+        ("/v1/predict", long.into_bytes(), 413, ""),
+        (
+            "/v1/predict",
+            serde_json::json!({"history": {"records": short_long}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "at most 50",
+        ),
+        ("/v1/predict", vec![b'x'; 200_000], 413, ""),
+        (
+            "/v1/predict",
+            b"{\"histories\": [], \"colour\": 1}".to_vec(),
+            422,
+            "unknown field",
+        ),
+        (
+            "/v1/predict",
+            serde_json::json!({"model": "nope", "history": career})
+                .to_string()
+                .into_bytes(),
+            404,
+            "served: mnl, oracle",
+        ),
+        (
+            "/v1/simulate",
+            serde_json::json!({"history": career, "draws": 100000})
+                .to_string()
+                .into_bytes(),
+            422,
+            "draws",
+        ),
+        ("/v1/nothing", b"{}".to_vec(), 404, "no such route"),
+    ];
+    for (path, body, want, says) in cases {
+        let (st, got) = http(a, "POST", path, &body);
+        assert_eq!(st, want, "{path}: {got}");
+        assert!(got.contains(says), "{path}: {got}");
+        if !says.is_empty() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&got).unwrap()["error"].is_string(),
+                "{got}"
+            );
+        }
+    }
+    let (st, _) = http(a, "GET", "/healthz", b"");
+    assert_eq!(st, 200, "healthy after bad input");
+    // The page in headless Chromium: the career typed in through the address, the buttons
+    // pressed, the chart's top label read from the DOM.
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|c| Path::new(c).exists());
+    let Some(chromium) = chromium else {
+        eprintln!(
+            "SKIPPED (browser part only): Chromium is not installed (Debian package `chromium`)"
+        );
+        return;
+    };
+    let enc = |s: &str| {
+        s.replace('%', "%25")
+            .replace(' ', "%20")
+            .replace('&', "%26")
+            .replace(',', "%2C")
+            .replace('/', "%2F")
+            .replace('#', "%23")
+            .replace('|', "%7C")
+            .replace(';', "%3B")
+    };
+    let rows: Vec<String> = career["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}",
+                r["year"],
+                enc(r["label"].as_str().unwrap()),
+                r["education"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let url = format!(
+        "http://{a}/#career={}&gender=female&birth_year=1965&go=1",
+        rows.join("%3B")
+    );
+    let profile = d.join("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let o = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=15000", "--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let want = format!("data-top-label=\"{}\"", api_top.replace('&', "&amp;"));
+    assert!(
+        dom.contains(&want),
+        "{want} not in the DOM: {}",
+        &dom[..dom.len().min(3000)]
+    );
+    assert!(
+        dom.contains("data-paths=\"30\""),
+        "no fan of paths in the DOM"
+    );
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/serve-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let o = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=15000", "--window-size=1280,1000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {:?}", text(&o)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+}

@@ -221,7 +221,8 @@ pub fn from_json(
     }
     let mut records = Vec::with_capacity(h.records.len());
     for (i, r) in h.records.iter().enumerate() {
-        let label = resolve_label(taxonomy, &r.label).map_err(|e| format!("records[{i}].label: {e}"))?;
+        let label =
+            resolve_label(taxonomy, &r.label).map_err(|e| format!("records[{i}].label: {e}"))?;
         let education =
             education(r.education.as_deref()).map_err(|e| format!("records[{i}].{e}"))?;
         records.push(Record {
@@ -327,7 +328,10 @@ pub fn parse_csv(text: &str, taxonomy: &Taxonomy, limits: &Limits) -> Result<Vec
         let field_err = |field: &str, e: String| format!("line {line}, column {field}: {e}");
         let id = get(Some(id_col)).unwrap_or_default();
         if id.is_empty() {
-            return Err(field_err("person_id", "empty; expected an identifier".into()));
+            return Err(field_err(
+                "person_id",
+                "empty; expected an identifier".into(),
+            ));
         }
         let dataset = covariate(get(col("dataset"))).unwrap_or_else(|| DEFAULT_DATASET.into());
         let year_text = get(Some(year_col)).unwrap_or_default();
@@ -336,7 +340,8 @@ pub fn parse_csv(text: &str, taxonomy: &Taxonomy, limits: &Limits) -> Result<Vec
             .map_err(|_| field_err("year", format!("{year_text:?}: expected a year")))?;
         let label = resolve_label(taxonomy, &get(Some(label_col)).unwrap_or_default())
             .map_err(|e| field_err("label", e))?;
-        let edu = education(get(col("education")).as_deref()).map_err(|e| field_err("education", e))?;
+        let edu =
+            education(get(col("education")).as_deref()).map_err(|e| field_err("education", e))?;
         let birth_year = match covariate(get(col("birth_year"))) {
             None => None,
             Some(t) => Some(
@@ -459,16 +464,28 @@ mod tests {
         let l = Limits { max_records: 2 };
         let e = |s: &str| parse_json_lines(s, &t, &l).unwrap_err();
         assert!(e(r#"{"records": []}"#).contains("at least one record"));
-        assert!(e(r#"{"records": [{"year": 2, "label": "UNEMP"}, {"year": 1, "label": "UNEMP"}]}"#)
-            .contains("records[1].year"));
+        assert!(
+            e(r#"{"records": [{"year": 2, "label": "UNEMP"}, {"year": 1, "label": "UNEMP"}]}"#)
+                .contains("records[1].year")
+        );
         assert!(
             e(r#"{"records": [{"year": 1, "label": "UNEMP"}, {"year": 2, "label": "UNEMP"}, {"year": 3, "label": "UNEMP"}]}"#)
                 .contains("at most 2")
         );
-        assert!(e(r#"{"records": [{"year": 1, "label": "UNEMP", "edu": "x"}]}"#).contains("unknown field"));
-        assert!(e("\n\n{\"records\": [{\"year\": 1, \"label\": \"Nope nope\"}]}").starts_with("line 3:"));
-        assert!(e(r#"{"records": [{"year": 1, "label": "UNEMP"}], "next": {"year": 1}}"#).contains("next.year"));
-        let c = parse_csv("person_id,year,label\na,2001,UNEMP\na,200x,UNEMP\n", &t, &l).unwrap_err();
+        assert!(
+            e(r#"{"records": [{"year": 1, "label": "UNEMP", "edu": "x"}]}"#)
+                .contains("unknown field")
+        );
+        assert!(
+            e("\n\n{\"records\": [{\"year\": 1, \"label\": \"Nope nope\"}]}")
+                .starts_with("line 3:")
+        );
+        assert!(
+            e(r#"{"records": [{"year": 1, "label": "UNEMP"}], "next": {"year": 1}}"#)
+                .contains("next.year")
+        );
+        let c =
+            parse_csv("person_id,year,label\na,2001,UNEMP\na,200x,UNEMP\n", &t, &l).unwrap_err();
         assert!(c.starts_with("line 3, column year"), "{c}");
         let c = parse_csv("person_id,year,label,colour\n", &t, &l).unwrap_err();
         assert!(c.contains("unknown column \"colour\""), "{c}");

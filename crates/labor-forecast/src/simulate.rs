@@ -266,9 +266,19 @@ mod tests {
                 .map(|&t| {
                     let r = &person.records[t];
                     let prev = person.records[t - 1].label.index();
-                    let bonus = if r.education == Some(Education::Bachelors) { 3 } else { 0 };
+                    let bonus = if r.education == Some(Education::Bachelors) {
+                        3
+                    } else {
+                        0
+                    };
                     (0..self.k)
-                        .map(|j| if j == (prev + bonus) % self.k { 0.0 } else { -1.5 })
+                        .map(|j| {
+                            if j == (prev + bonus) % self.k {
+                                0.0
+                            } else {
+                                -1.5
+                            }
+                        })
                         .collect()
                 })
                 .collect();
@@ -304,7 +314,10 @@ mod tests {
             seed: 7,
             cut: None,
         };
-        let mut m = Toy { k: t.len(), calls: 0 };
+        let mut m = Toy {
+            k: t.len(),
+            calls: 0,
+        };
         let (s, _) = starts(&persons, None, &[]);
         let a = simulate(&mut m, &t, &s, &[], &opts, &mut |_| {}).unwrap();
         // Draws sharing a history share one model call.
@@ -319,7 +332,10 @@ mod tests {
         assert_eq!(a.len(), c.len());
         assert!(a.iter().zip(&c).any(|(x, y)| x.label != y.label));
         assert!(c.iter().all(|r| r.education == Some(Education::Bachelors)));
-        assert!(a.iter().all(|r| r.education == Some(Education::HighSchoolDiploma)));
+        assert!(
+            a.iter()
+                .all(|r| r.education == Some(Education::HighSchoolDiploma))
+        );
         assert_eq!(a[0].year, 2001);
         assert_eq!(a.iter().map(|r| r.step).max(), Some(4));
     }
@@ -339,9 +355,24 @@ mod tests {
 
     #[test]
     fn settings_parse_or_explain() {
-        assert!(parse_setting("education=phd", None).unwrap_err().contains("bachelors"));
-        assert!(parse_setting("height=2", None).unwrap_err().contains("cannot be set"));
-        assert!(parse_setting("education", None).unwrap_err().contains("NAME=VALUE"));
-        assert_eq!(parse_setting("region=NA", None).unwrap(), Setting::Region(None));
+        assert!(
+            parse_setting("education=phd", None)
+                .unwrap_err()
+                .contains("bachelors")
+        );
+        assert!(
+            parse_setting("height=2", None)
+                .unwrap_err()
+                .contains("cannot be set")
+        );
+        assert!(
+            parse_setting("education", None)
+                .unwrap_err()
+                .contains("NAME=VALUE")
+        );
+        assert_eq!(
+            parse_setting("region=NA", None).unwrap(),
+            Setting::Region(None)
+        );
     }
 }

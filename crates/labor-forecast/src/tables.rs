@@ -20,7 +20,11 @@ pub struct ShareRow {
 /// Shares by year: every category of the taxonomy for every simulated year (zeros included).
 pub fn shares_by_year(sims: &[SimRecord], taxonomy: &Taxonomy) -> Vec<ShareRow> {
     let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = cats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let mut counts: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for r in sims {
         let c = index[category(taxonomy, r.label)];
@@ -59,7 +63,11 @@ pub fn mobility(
     taxonomy: &Taxonomy,
 ) -> Vec<MobilityRow> {
     let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = cats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let n = cats.len();
     let mut m = vec![0usize; n * n];
     let mut prev: HashMap<(u32, u32), LabelId> = HashMap::new();
@@ -114,7 +122,11 @@ pub fn paired_difference(
         return Err("the two simulations differ in size".into());
     }
     let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = cats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let nc = cats.len();
     // (year, person) -> per category: (baseline count, counterfactual count, draws)
     let mut cell: BTreeMap<(i32, u32), (Vec<f64>, Vec<f64>, usize)> = BTreeMap::new();
@@ -186,8 +198,8 @@ fn person_horizon(
 ) -> BTreeMap<(u32, usize), Vec<f64>> {
     let mut m: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
     for &(person, step, label) in sims {
-        m.entry((step, person)).or_insert_with(|| vec![0.0; nc])[index[category(taxonomy, label)]] +=
-            1.0;
+        m.entry((step, person)).or_insert_with(|| vec![0.0; nc])
+            [index[category(taxonomy, label)]] += 1.0;
     }
     m
 }
@@ -209,7 +221,11 @@ pub fn forecast_scores(
     taxonomy: &Taxonomy,
 ) -> Vec<ForecastRow> {
     let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = cats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let nc = cats.len();
     let m = person_horizon(model, taxonomy, &index, nc);
     let t = person_horizon(truth, taxonomy, &index, nc);
@@ -228,8 +244,7 @@ pub fn forecast_scores(
         e.2 += tv(mc, tc);
         e.3 += 1;
     }
-    by_h
-        .into_iter()
+    by_h.into_iter()
         .map(|(h, (a, b, s, n))| ForecastRow {
             horizon: h,
             tv_shares: tv(&a, &b),
@@ -257,30 +272,65 @@ mod tests {
     #[test]
     fn tables_count_what_they_say() {
         let t = Taxonomy::embedded_default();
-        let occ = t.ids().find(|&i| t.label(i).kind == labor_data::LabelKind::Occupation).unwrap();
-        let sims = vec![rec(0, 0, 1, 0), rec(0, 0, 2, occ.0), rec(0, 1, 1, 0), rec(0, 1, 2, 0)];
+        let occ = t
+            .ids()
+            .find(|&i| t.label(i).kind == labor_data::LabelKind::Occupation)
+            .unwrap();
+        let sims = vec![
+            rec(0, 0, 1, 0),
+            rec(0, 0, 2, occ.0),
+            rec(0, 1, 1, 0),
+            rec(0, 1, 2, 0),
+        ];
         let s = shares_by_year(&sims, &t);
-        let unemp = s.iter().find(|r| r.year == 2001 && r.category == "Unemployed").unwrap();
+        let unemp = s
+            .iter()
+            .find(|r| r.year == 2001 && r.category == "Unemployed")
+            .unwrap();
         assert_eq!((unemp.share, unemp.n), (1.0, 2));
-        let s2 = s.iter().find(|r| r.year == 2002 && r.category == t.label(occ).group).unwrap();
+        let s2 = s
+            .iter()
+            .find(|r| r.year == 2002 && r.category == t.label(occ).group)
+            .unwrap();
         assert_eq!(s2.share, 0.5);
-        assert!((s.iter().filter(|r| r.year == 2002).map(|r| r.share).sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(
+            (s.iter()
+                .filter(|r| r.year == 2002)
+                .map(|r| r.share)
+                .sum::<f64>()
+                - 1.0)
+                .abs()
+                < 1e-12
+        );
         let m = mobility(&sims, &[occ], &t);
         let from_occ = m
             .iter()
             .find(|r| r.from == t.label(occ).group && r.to == "Unemployed")
             .unwrap();
         assert_eq!((from_occ.share, from_occ.n_from), (1.0, 2));
-        let from_u = m.iter().find(|r| r.from == "Unemployed" && r.to == "Unemployed").unwrap();
+        let from_u = m
+            .iter()
+            .find(|r| r.from == "Unemployed" && r.to == "Unemployed")
+            .unwrap();
         assert_eq!((from_u.share, from_u.n_from), (0.5, 2));
         let d = paired_difference(&sims, &sims, &t).unwrap();
         assert!(d.iter().all(|r| r.difference == 0.0 && r.se == 0.0));
         let mut cf = sims.clone();
         cf[1].label = LabelId(0);
         let d = paired_difference(&sims, &cf, &t).unwrap();
-        let u = d.iter().find(|r| r.year == 2002 && r.category == "Unemployed").unwrap();
-        assert_eq!((u.baseline, u.counterfactual, u.difference), (0.5, 1.0, 0.5));
-        let key = |s: &[SimRecord]| s.iter().map(|r| (r.person as usize, r.step, r.label)).collect::<Vec<_>>();
+        let u = d
+            .iter()
+            .find(|r| r.year == 2002 && r.category == "Unemployed")
+            .unwrap();
+        assert_eq!(
+            (u.baseline, u.counterfactual, u.difference),
+            (0.5, 1.0, 0.5)
+        );
+        let key = |s: &[SimRecord]| {
+            s.iter()
+                .map(|r| (r.person as usize, r.step, r.label))
+                .collect::<Vec<_>>()
+        };
         let f = forecast_scores(&key(&sims), &key(&sims), &t);
         assert!(f.iter().all(|r| r.tv_shares == 0.0 && r.tv_person == 0.0));
         let f = forecast_scores(&key(&cf), &key(&sims), &t);

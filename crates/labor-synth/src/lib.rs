@@ -9,8 +9,10 @@ pub mod diagnostics;
 pub mod generate;
 pub mod market;
 pub mod model;
+pub mod oracle;
 pub mod rng;
 pub mod world;
 
 pub use generate::{Generator, OracleRecord, Worker, into_panel};
+pub use oracle::Oracle;
 pub use world::World;
