@@ -369,11 +369,23 @@ pub fn forecast_section(
     let mut table = Table::new(
         "forecast",
         "Forecast: distance from the truth's simulated category shares by horizon",
-        &["model", "horizon", "persons", "TV shares", "TV per person"],
+        &[
+            "model",
+            "horizon",
+            "persons",
+            "TV shares",
+            "TV per person",
+            "realised paths",
+            "path log-score",
+        ],
     );
     let mut series = Vec::new();
     let notes = vec![format!(
-        "Forecast truth: {} ({}, cut {}, {} draws). TV = total-variation distance between category          shares (occupation groups and special states); 'per person' averages each person's          distance over their draws. Part of each distance is Monte Carlo noise of both sides.",
+        "Forecast truth: {} ({}, cut {}, {} draws). TV = total-variation distance between category \
+         shares (occupation groups and special states); 'per person' averages each person's \
+         distance over their draws. Part of each distance is Monte Carlo noise of both sides. \
+         Path log-score: the mean log-probability the model gives the realised records from the \
+         cut to the horizon, over persons observed every year that far (higher is better).",
         truth_dir.display(),
         truth_meta["model"].as_str().unwrap_or("?"),
         cut_of(&truth_meta).map_or("none".into(), |c| c.to_string()),
@@ -391,6 +403,7 @@ pub fn forecast_section(
         }
         let name = meta["model"].as_str().unwrap_or("model").to_string();
         let rows = labor_forecast::tables::forecast_scores(&sims, &truth, taxonomy);
+        let paths = crate::simulate::path_scores(dir)?;
         if rows.is_empty() {
             return Err(crate::bad!(
                 "{}: no person in common with the truth {}",
@@ -405,11 +418,21 @@ pub fn forecast_section(
                 r.persons.to_string(),
                 format!("{:.4}", r.tv_shares),
                 format!("{:.4}", r.tv_person),
+                paths
+                    .get(&r.horizon)
+                    .map_or("—".into(), |p| p.0.to_string()),
+                paths
+                    .get(&r.horizon)
+                    .map_or("—".into(), |p| format!("{:.3}", p.1)),
             ]);
         }
         series.push(labor_eval::plot::Series {
             name: name.clone(),
-            color: labor_eval::plot::palette_color(i),
+            color: if name == "oracle" {
+                labor_eval::plot::ORACLE_COLOR
+            } else {
+                labor_eval::plot::palette_color(i)
+            },
             points: rows
                 .iter()
                 .map(|r| (r.horizon as f64, r.tv_shares))
@@ -449,14 +472,7 @@ pub fn run(a: &EvalArgs) -> CmdResult {
             Ok(std::io::Write::write_all(w, plot.svg.as_bytes())?)
         })?;
         let md = format!(
-            "# {}
-
-{}
-
-![{}](plots/forecast.svg)
-
-{}
-",
+            "# {}\n\n{}\n\n![{}](plots/forecast.svg)\n\n{}\n",
             a.title,
             table.to_markdown(),
             plot.title,

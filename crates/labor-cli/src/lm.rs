@@ -802,6 +802,12 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         seed: a.split_seed,
         ..SplitSpec::default()
     };
+    if crate::model::is_world_dir(&a.model) {
+        // A world directory from `labor synth`: its oracle, on any panel.
+        let mut o = crate::model::open_oracle(&a.model, &panel.taxonomy)?;
+        let name = a.name.clone().unwrap_or_else(|| "oracle".into());
+        return score_loop(a, &panel, split, &spec, &mut o, &name);
+    }
     if let Some(mut p) = crate::fit::load(&a.model, &panel)? {
         let name = a.name.clone().unwrap_or_else(|| p.name().to_string());
         return score_loop(a, &panel, split, &spec, p.as_mut(), &name);

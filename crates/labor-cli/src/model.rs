@@ -71,6 +71,16 @@ pub fn default_taxonomy(dir: &Path) -> anyhow::Result<Taxonomy> {
     Ok(Taxonomy::embedded_default())
 }
 
+/// The oracle of a world directory (`labor synth`'s `world.toml`) over `taxonomy`.
+pub fn open_oracle(dir: &Path, taxonomy: &Taxonomy) -> anyhow::Result<labor_synth::Oracle> {
+    let path = dir.join("world.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let world =
+        labor_synth::World::from_toml(&text).map_err(|e| bad!("{}: {e}", path.display()))?;
+    labor_synth::Oracle::new(world, taxonomy).map_err(|e| bad!("{}: {e}", dir.display()))
+}
+
 /// A name for the predictor: `--name`, else the model's own.
 struct Named<'a> {
     name: String,
@@ -110,11 +120,7 @@ pub fn with_predictor<R>(
         return Err(bad!("--model {}: not a directory", dir.display()));
     }
     if is_world_dir(dir) {
-        let text = std::fs::read_to_string(dir.join("world.toml"))?;
-        let world = labor_synth::World::from_toml(&text)
-            .map_err(|e| bad!("{}/world.toml: {e}", dir.display()))?;
-        let mut o = labor_synth::Oracle::new(world, taxonomy)
-            .map_err(|e| bad!("{}: {e}", dir.display()))?;
+        let mut o = open_oracle(dir, taxonomy)?;
         return named(&a.name, &mut o, f);
     }
     let panel = Panel {

@@ -125,6 +125,55 @@ fn write_records(
     })
 }
 
+/// A realised record after the cut: dataset, person, horizon, year, label code, and the model's
+/// log-probability of it given the real history before it.
+type Realised = (String, String, u32, i32, String, f64);
+
+/// The model's log-probabilities of each person's realised records in the years right after
+/// `cut`, as long as they are consecutive (`cut + 1`, `cut + 2`, … up to `cut + years`): the
+/// log-score of the realised path, where the panel has one year by year.
+fn realised_path(
+    p: &mut dyn labor_data::predictions::Predictor,
+    taxonomy: &Taxonomy,
+    persons: &[labor_data::Person],
+    cut: i32,
+    years: usize,
+) -> anyhow::Result<Vec<Realised>> {
+    let mut out = Vec::new();
+    for person in persons {
+        let mut ts = Vec::new();
+        for (h, y) in (cut + 1..=cut + years as i32).enumerate() {
+            match person.records.iter().position(|r| r.year == y) {
+                Some(t) if t > 0 => ts.push((h as u32 + 1, t)),
+                _ => break,
+            }
+        }
+        if ts.is_empty() || !person.records.iter().any(|r| r.year <= cut) {
+            continue;
+        }
+        let idx: Vec<usize> = ts.iter().map(|x| x.1).collect();
+        let pred = p
+            .predict(person, &idx)
+            .map_err(|e| anyhow!("{} {}: {e}", person.dataset, person.person_id))?;
+        for ((h, t), logp) in ts.iter().zip(&pred.logp) {
+            let r = &person.records[*t];
+            let lse = {
+                let m = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                m + logp.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+            };
+            out.push((
+                person.dataset.clone(),
+                person.person_id.clone(),
+                *h,
+                r.year,
+                taxonomy.label(r.label).code.clone(),
+                logp[r.label.index()] - lse,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(a: &SimulateArgs) -> CmdResult {
     if a.years == 0 || a.years > MAX_YEARS {
         return Err(bad!("--years {}: expected 1 to {MAX_YEARS}", a.years).into());
@@ -184,7 +233,7 @@ pub fn run(a: &SimulateArgs) -> CmdResult {
         .map_err(|e| anyhow!("cannot create {}: {e}", a.out.display()))?;
     let t0 = Instant::now();
     let taxonomy = &panel.taxonomy;
-    let (name, baseline, cf) = with_predictor(&a.model, taxonomy, |p| {
+    let (name, baseline, cf, realised) = with_predictor(&a.model, taxonomy, |p| {
         let name = p.name().to_string();
         let run = |p: &mut dyn labor_data::predictions::Predictor,
                    starts: &[Start],
@@ -212,7 +261,11 @@ pub fn run(a: &SimulateArgs) -> CmdResult {
             let sims = run(p, &cf_starts, &settings, "counterfactual")?;
             Some((cf_starts, sims))
         };
-        Ok((name, baseline, cf))
+        let realised = match a.cut {
+            Some(c) => realised_path(p, taxonomy, &persons, c, a.years)?,
+            None => Vec::new(),
+        };
+        Ok((name, baseline, cf, realised))
     })?;
     let secs = t0.elapsed().as_secs_f64();
     let mut runs: Vec<(&str, &[Start], &[SimRecord])> = vec![("baseline", &base_starts, &baseline)];
@@ -258,6 +311,24 @@ pub fn run(a: &SimulateArgs) -> CmdResult {
         c.flush()?;
         Ok(())
     })?;
+    if a.cut.is_some() {
+        write_atomic(&a.out.join("realised.csv"), |w| {
+            let mut c = csv::Writer::from_writer(w);
+            c.write_record(["dataset", "person_id", "horizon", "year", "label", "logp"])?;
+            for r in &realised {
+                c.write_record([
+                    r.0.clone(),
+                    r.1.clone(),
+                    r.2.to_string(),
+                    r.3.to_string(),
+                    r.4.clone(),
+                    r.5.to_string(),
+                ])?;
+            }
+            c.flush()?;
+            Ok(())
+        })?;
+    }
     let mut biggest: Vec<tables::DiffRow> = Vec::new();
     if let Some((_, cf_sims)) = &cf {
         let diff =
@@ -382,4 +453,51 @@ pub fn read_baseline(
         out.push((key, h, label));
     }
     Ok((meta, out))
+}
+
+/// Per horizon h: the number of persons whose realised path runs year by year through h, and
+/// their mean log-probability of the path up to h (`realised.csv` of a `--cut` simulation;
+/// empty when the folder has none).
+pub fn path_scores(dir: &Path) -> anyhow::Result<std::collections::BTreeMap<u32, (usize, f64)>> {
+    let path = dir.join("realised.csv");
+    let mut out = std::collections::BTreeMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let mut rdr = csv::Reader::from_path(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // Records come person by person, horizon by horizon.
+    let mut per_person: std::collections::HashMap<(String, String), Vec<(u32, f64)>> =
+        Default::default();
+    for (i, row) in rdr.records().enumerate() {
+        let row = row.map_err(|e| bad!("{}: {e}", path.display()))?;
+        let bad_num = || bad!("{}, line {}: not a number", path.display(), i + 2);
+        let h: u32 = row
+            .get(2)
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(bad_num)?;
+        let lp: f64 = row
+            .get(5)
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(bad_num)?;
+        per_person
+            .entry((row[0].to_string(), row[1].to_string()))
+            .or_default()
+            .push((h, lp));
+    }
+    for steps in per_person.values() {
+        let mut total = 0.0;
+        for (j, (h, lp)) in steps.iter().enumerate() {
+            if *h != j as u32 + 1 {
+                break;
+            }
+            total += lp;
+            let e = out.entry(*h).or_insert((0usize, 0.0));
+            e.0 += 1;
+            e.1 += total;
+        }
+    }
+    for v in out.values_mut() {
+        v.1 /= v.0 as f64;
+    }
+    Ok(out)
 }
