@@ -3193,6 +3193,22 @@ fn simulate_counterfactuals_and_forecast_evaluation() {
     assert!(
         rows.iter().any(|r| r["model"] == "oracle") && rows.iter().any(|r| r["model"] == "markov1")
     );
+    // The realised path's log-score: the nlsy79 world is annual to 1994, so paths after a 1990
+    // cut are scored at every horizon, and the oracle scores them better than markov1.
+    assert!(fo.join("realised.csv").exists());
+    let score = |m: &str, h: &str| -> f64 {
+        rows.iter()
+            .find(|r| r["model"] == m && r["horizon"] == h)
+            .unwrap()["path log-score"]
+            .parse()
+            .unwrap()
+    };
+    for h in ["1", "2", "3"] {
+        assert!(
+            score("oracle", h) < 0.0 && score("oracle", h) > score("markov1", h),
+            "horizon {h}"
+        );
+    }
     let svg = std::fs::read_to_string(rep.join("plots/forecast.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("markov1"));
     // A different cut is refused.
