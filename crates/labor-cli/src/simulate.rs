@@ -398,13 +398,16 @@ pub fn run(a: &SimulateArgs) -> CmdResult {
     Ok(())
 }
 
+/// A simulated record as forecast scoring sees it: (person key, horizon, label).
+pub type KeyedRecord = (usize, u32, labor_data::LabelId);
+
 /// Reads a simulation folder's baseline records as (person key, horizon, label) with the
 /// person keys numbered in order of appearance, for `labor eval --forecast`.
 pub fn read_baseline(
     dir: &Path,
     taxonomy: &Taxonomy,
     keys: &mut std::collections::HashMap<(String, String), usize>,
-) -> anyhow::Result<(serde_json::Value, Vec<(usize, u32, labor_data::LabelId)>)> {
+) -> anyhow::Result<(serde_json::Value, Vec<KeyedRecord>)> {
     let meta_path = dir.join("simulation.json");
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&meta_path)

@@ -671,6 +671,84 @@ pub fn intervals(p: &IntervalPlot) -> String {
     s + "</svg>\n"
 }
 
+/// Curves of a quantity (from 0 up) against a whole-number x (e.g. the forecast horizon), one
+/// per series, with markers and a legend.
+pub fn lines(title: &str, x: &str, y: &str, series: &[Series]) -> String {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        (lo - 0.3, hi + 0.3)
+    } else {
+        (0.0, 1.0)
+    };
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max);
+    let ytop = if ymax > 0.0 { ymax * 1.15 } else { 1.0 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let _ = draw_lines(&root, title, x, y, series, (lo, hi), ytop);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x: &str,
+    y: &str,
+    series: &[Series],
+    (lo, hi): (f64, f64),
+    ytop: f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(lo..hi, 0f64..ytop)?;
+    chart
+        .configure_mesh()
+        .x_desc(x)
+        .y_desc(y)
+        .x_labels(((hi - lo).round() as usize).clamp(2, 12))
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{}", v.round() as i64)
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for s in series {
+        let c = RGBColor(s.color.0, s.color.1, s.color.2);
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), c.stroke_width(2)))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    }
+    if !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,82 +866,22 @@ mod tests {
         assert!(s.contains("a&lt;b") && s.contains("1.10×") && s.contains("10⁹×"));
         assert!(s.contains("n/a") && !s.contains("NaN") && !s.contains("inf"));
     }
-}
 
-/// Curves of a quantity (from 0 up) against a whole-number x (e.g. the forecast horizon), one
-/// per series, with markers and a legend.
-pub fn lines(title: &str, x: &str, y: &str, series: &[Series]) -> String {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() {
-        (lo - 0.3, hi + 0.3)
-    } else {
-        (0.0, 1.0)
-    };
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max);
-    let ytop = if ymax > 0.0 { ymax * 1.15 } else { 1.0 };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let _ = draw_lines(&root, title, x, y, series, (lo, hi), ytop);
-        let _ = root.present();
+    #[test]
+    fn horizon_lines_name_every_series() {
+        let series = vec![
+            Series {
+                name: "mnl".into(),
+                color: palette_color(0),
+                points: vec![(1.0, 0.02), (2.0, 0.03)],
+            },
+            Series {
+                name: "oracle".into(),
+                color: ORACLE_COLOR,
+                points: vec![(1.0, 0.01), (2.0, 0.01)],
+            },
+        ];
+        let svg = lines("Forecast", "horizon", "TV", &series);
+        assert!(svg.starts_with("<svg") && svg.contains("\nmnl\n") && svg.contains("\noracle\n"));
     }
-    svg
-}
-
-fn draw_lines<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    x: &str,
-    y: &str,
-    series: &[Series],
-    (lo, hi): (f64, f64),
-    ytop: f64,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(lo..hi, 0f64..ytop)?;
-    chart
-        .configure_mesh()
-        .x_desc(x)
-        .y_desc(y)
-        .x_labels(((hi - lo).round() as usize).clamp(2, 12))
-        .x_label_formatter(&|v| {
-            if (v - v.round()).abs() < 1e-6 {
-                format!("{}", v.round() as i64)
-            } else {
-                String::new()
-            }
-        })
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    for s in series {
-        let c = RGBColor(s.color.0, s.color.1, s.color.2);
-        chart
-            .draw_series(LineSeries::new(s.points.clone(), c.stroke_width(2)))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
-    }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-    }
-    Ok(())
 }

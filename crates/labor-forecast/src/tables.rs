@@ -112,6 +112,9 @@ pub struct DiffRow {
     pub persons: usize,
 }
 
+/// Per category, a person's share of draws in the baseline and in the counterfactual.
+type PairedShares = (Vec<f64>, Vec<f64>);
+
 /// Both simulations must come from the same starts, draws and years (same order).
 pub fn paired_difference(
     baseline: &[SimRecord],
@@ -128,21 +131,21 @@ pub fn paired_difference(
         .map(|(i, c)| (c.as_str(), i))
         .collect();
     let nc = cats.len();
-    // (year, person) -> per category: (baseline count, counterfactual count, draws)
-    let mut cell: BTreeMap<(i32, u32), (Vec<f64>, Vec<f64>, usize)> = BTreeMap::new();
+    // (year, person) -> per category counts in both, and the number of draws.
+    let mut cell: BTreeMap<(i32, u32), (PairedShares, usize)> = BTreeMap::new();
     for (a, b) in baseline.iter().zip(counterfactual) {
         if (a.person, a.draw, a.step, a.year) != (b.person, b.draw, b.step, b.year) {
             return Err("the two simulations are not paired record for record".into());
         }
         let e = cell
             .entry((a.year, a.person))
-            .or_insert_with(|| (vec![0.0; nc], vec![0.0; nc], 0));
-        e.0[index[category(taxonomy, a.label)]] += 1.0;
-        e.1[index[category(taxonomy, b.label)]] += 1.0;
-        e.2 += 1;
+            .or_insert_with(|| ((vec![0.0; nc], vec![0.0; nc]), 0));
+        e.0.0[index[category(taxonomy, a.label)]] += 1.0;
+        e.0.1[index[category(taxonomy, b.label)]] += 1.0;
+        e.1 += 1;
     }
-    let mut by_year: BTreeMap<i32, Vec<(Vec<f64>, Vec<f64>)>> = BTreeMap::new();
-    for ((year, _), (x, y, d)) in cell {
+    let mut by_year: BTreeMap<i32, Vec<PairedShares>> = BTreeMap::new();
+    for ((year, _), ((x, y), d)) in cell {
         let d = d as f64;
         by_year.entry(year).or_default().push((
             x.iter().map(|v| v / d).collect(),

@@ -84,10 +84,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             .unwrap();
         a.swap(col, piv);
         b.swap(col, piv);
+        let pivot = a[col].clone();
         for r in col + 1..n {
-            let f = a[r][col] / a[col][col];
-            for c in col..n {
-                a[r][c] -= f * a[col][c];
+            let f = a[r][col] / pivot[col];
+            for (x, p) in a[r][col..].iter_mut().zip(&pivot[col..]) {
+                *x -= f * p;
             }
             b[r] -= f * b[col];
         }
