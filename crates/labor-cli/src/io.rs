@@ -30,6 +30,22 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type CmdResult<T = ()> = Result<T, Failure>;
 
+impl Failure {
+    /// As an `anyhow` error that still exits 2 when the failure was invalid input.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Failure::Other(e) => e,
+            Failure::Invalid { file, problems } => {
+                let first = problems.first().map(|p| p.to_string()).unwrap_or_default();
+                anyhow::anyhow!(InvalidInput(format!(
+                    "{file}: {} problem(s); the first: {first}",
+                    problems.len()
+                )))
+            }
+        }
+    }
+}
+
 /// A problem with what the user gave (a model directory, a config file) found deep inside a
 /// command that otherwise returns `anyhow` errors: wrapped in the error chain, it makes the
 /// command exit with status 2 like any other invalid input.

@@ -25,7 +25,6 @@ use tch::{Device, Kind, nn::VarStore};
 use tokenizers::Tokenizer;
 
 use crate::io::{CmdResult, InvalidInput, PanelInput, write_atomic};
-use crate::text::{TextArgs, panel_and_template};
 
 /// A loaded model directory.
 pub struct ModelDir {
@@ -715,15 +714,14 @@ pub fn import_gguf(
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// Model directory (HF config.json + safetensors + tokenizer.json).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// The model: `--model DIR` (any kind: comparison model, language model, world directory)
+    /// and, for language models, the text, device and precision flags.
+    #[command(flatten)]
+    pub m: crate::model::ModelArgs,
     #[arg(long)]
     pub panel: PathBuf,
     #[command(flatten)]
     pub input: PanelInput,
-    #[command(flatten)]
-    pub text: TextArgs,
     /// Score the persons of this split (train, valid, test).
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -746,27 +744,12 @@ pub struct ScoreArgs {
     /// Also write every record's full distribution (one column per label) to this Parquet file.
     #[arg(long, value_name = "PARQUET")]
     pub full_dist: Option<PathBuf>,
-    /// Model name in the predictions (default `lm`, or `lm-icl{k}` with --icl).
-    #[arg(long)]
-    pub name: Option<String>,
     /// In-context learning: prepend up to k training-split texts (never the scored person's).
     #[arg(long, default_value_t = 0)]
     pub icl: usize,
     /// Seed for drawing the in-context texts.
     #[arg(long, default_value_t = 0)]
     pub icl_seed: u64,
-    /// Tokens available to a text (default: the model's positions).
-    #[arg(long)]
-    pub max_context: Option<usize>,
-    /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Precision: auto (f32 on CPU, bf16 on CUDA), f32 or bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// Memory for the largest temporary of a scoring step, in MiB.
-    #[arg(long, default_value_t = 512)]
-    pub mem_mib: usize,
 }
 
 /// Parses `--shard I/N`.
@@ -793,7 +776,7 @@ pub fn in_shard(dataset: &str, person_id: &str, (i, n): (u64, u64)) -> bool {
 }
 
 pub fn run_score(a: &ScoreArgs) -> CmdResult {
-    let (panel, template) = panel_and_template(&a.panel, &a.input, &a.text)?;
+    let (panel, _) = crate::io::load_panel(&a.panel, &a.input)?;
     let split: Split = a
         .split
         .parse()
@@ -802,36 +785,35 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         seed: a.split_seed,
         ..SplitSpec::default()
     };
-    if crate::model::is_world_dir(&a.model) {
-        // A world directory from `labor synth`: its oracle, on any panel.
-        let mut o = crate::model::open_oracle(&a.model, &panel.taxonomy)?;
-        let name = a.name.clone().unwrap_or_else(|| "oracle".into());
-        return score_loop(a, &panel, split, &spec, &mut o, &name);
+    if a.icl == 0 {
+        // Every kind of model directory, through the one opener.
+        crate::model::with_predictor(&a.m, &panel.taxonomy, |p| {
+            let name = p.name().to_string();
+            score_loop(a, &panel, split, &spec, p, &name).map_err(crate::io::Failure::into_anyhow)
+        })?;
+        return Ok(());
     }
-    if let Some(mut p) = crate::fit::load(&a.model, &panel)? {
-        let name = a.name.clone().unwrap_or_else(|| p.name().to_string());
-        return score_loop(a, &panel, split, &spec, p.as_mut(), &name);
+    if crate::fit::load(&a.m.model, &panel)?.is_some() || crate::model::is_world_dir(&a.m.model) {
+        return Err(crate::bad!("--icl is for language models").into());
     }
-    let device = a.device.parse::<DeviceRequest>()?.resolve()?;
-    let kind = resolve_kind(&a.dtype, device)?;
+    let template = a.m.text.template()?;
+    let device = a.m.device.parse::<DeviceRequest>()?.resolve()?;
+    let kind = resolve_kind(&a.m.dtype, device)?;
     let t0 = Instant::now();
-    let m = load_model(&a.model, device, kind, false)?;
+    let m = load_model(&a.m.model, device, kind, false)?;
     eprintln!(
         "loaded {} ({} parameters) on {device:?} as {kind:?} in {:.1} s",
-        a.model.display(),
+        a.m.model.display(),
         m.model.config.n_params(),
         t0.elapsed().as_secs_f64()
     );
-    let switches = model_switches(a.text.switches(), &m.tokenizer, &panel.taxonomy)
-        .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", a.model.display()))))?;
+    let switches = model_switches(a.m.text.switches(), &m.tokenizer, &panel.taxonomy)
+        .map_err(|e| anyhow!(InvalidInput(format!("{}: {e}", a.m.model.display()))))?;
     let renderer = Renderer::new(&template, switches, &panel.taxonomy).map_err(|e| anyhow!(e))?;
-    let name = a.name.clone().unwrap_or_else(|| {
-        if a.icl > 0 {
-            format!("lm-icl{}", a.icl)
-        } else {
-            "lm".into()
-        }
-    });
+    let name =
+        a.m.name
+            .clone()
+            .unwrap_or_else(|| format!("lm-icl{}", a.icl));
     let mut predictor = labor_lm::predict::LmPredictor::new(
         &name,
         &m.model,
@@ -839,40 +821,38 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
         &renderer,
         &panel.taxonomy,
         ScoreOptions {
-            mem_budget_bytes: a.mem_mib << 20,
+            mem_budget_bytes: a.m.mem_mib << 20,
             ..ScoreOptions::default()
         },
-        a.max_context,
+        a.m.max_context,
     )
-    .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
-    if a.icl > 0 {
-        let pool = panel
-            .persons
-            .iter()
-            .filter(|p| p.split_or(&spec) == Split::Train)
-            .map(|p| {
-                let text = renderer.render(p, &panel.taxonomy).text;
-                let n = m
-                    .tokenizer
-                    .encode(text.as_str(), false)
-                    .map(|e| e.len())
-                    .map_err(|e| anyhow!("{e}"))?;
-                Ok((p.dataset.clone(), p.person_id.clone(), text, n))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if pool.is_empty() {
-            return Err(anyhow!(
-                "--icl {}: the panel has no training-split persons to draw from",
-                a.icl
-            )
-            .into());
-        }
-        predictor = predictor.with_icl(labor_lm::predict::Icl {
-            k: a.icl,
-            seed: a.icl_seed,
-            pool,
-        });
+    .map_err(|e| anyhow!("{}: {e}", a.m.model.display()))?;
+    let pool = panel
+        .persons
+        .iter()
+        .filter(|p| p.split_or(&spec) == Split::Train)
+        .map(|p| {
+            let text = renderer.render(p, &panel.taxonomy).text;
+            let n = m
+                .tokenizer
+                .encode(text.as_str(), false)
+                .map(|e| e.len())
+                .map_err(|e| anyhow!("{e}"))?;
+            Ok((p.dataset.clone(), p.person_id.clone(), text, n))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if pool.is_empty() {
+        return Err(anyhow!(
+            "--icl {}: the panel has no training-split persons to draw from",
+            a.icl
+        )
+        .into());
     }
+    predictor = predictor.with_icl(labor_lm::predict::Icl {
+        k: a.icl,
+        seed: a.icl_seed,
+        pool,
+    });
     eprintln!("label trie: {} nodes per record", predictor.trie_nodes());
     score_loop(a, &panel, split, &spec, &mut predictor, &name)
 }
@@ -998,7 +978,7 @@ fn score_loop(
     let (mut sum_logp, mut sum_norm, mut sum_leak, mut n) = (0.0, 0.0, 0.0, 0usize);
     write_atomic(&a.out, |w| {
         let mut pw = PredictionWriter::new(w)?;
-        for (k, v) in provenance(&a.model) {
+        for (k, v) in provenance(&a.m.model) {
             pw.add_metadata(&k, &v);
         }
         for person in &persons {

@@ -158,5 +158,6 @@ pub fn with_predictor<R>(
         a.max_context,
     )
     .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    eprintln!("label trie: {} nodes per record", p.trie_nodes());
     f(&mut p)
 }

@@ -40,3 +40,39 @@ pub fn categories(taxonomy: &Taxonomy) -> Vec<String> {
     }
     out
 }
+
+/// The category of every label, as an index into the names of [`categories`].
+#[derive(Debug, Clone)]
+pub struct CategoryIndex {
+    pub names: Vec<String>,
+    of_label: Vec<usize>,
+}
+
+impl CategoryIndex {
+    pub fn new(taxonomy: &Taxonomy) -> Self {
+        let names = categories(taxonomy);
+        let of_label = taxonomy
+            .ids()
+            .map(|id| {
+                let c = category(taxonomy, id);
+                names
+                    .iter()
+                    .position(|n| n == c)
+                    .expect("every category is named")
+            })
+            .collect();
+        Self { names, of_label }
+    }
+
+    pub fn of(&self, id: LabelId) -> usize {
+        self.of_label[id.index()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}

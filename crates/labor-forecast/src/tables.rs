@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use labor_data::{LabelId, Taxonomy};
 
+use crate::CategoryIndex;
 use crate::simulate::SimRecord;
-use crate::{categories, category};
 
 /// Share of the simulated records of each year in each category.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,15 +19,10 @@ pub struct ShareRow {
 
 /// Shares by year: every category of the taxonomy for every simulated year (zeros included).
 pub fn shares_by_year(sims: &[SimRecord], taxonomy: &Taxonomy) -> Vec<ShareRow> {
-    let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let cats = CategoryIndex::new(taxonomy);
     let mut counts: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for r in sims {
-        let c = index[category(taxonomy, r.label)];
+        let c = cats.of(r.label);
         counts.entry(r.year).or_insert_with(|| vec![0; cats.len()])[c] += 1;
     }
     let mut out = Vec::new();
@@ -36,7 +31,7 @@ pub fn shares_by_year(sims: &[SimRecord], taxonomy: &Taxonomy) -> Vec<ShareRow> 
         for (i, k) in c.iter().enumerate() {
             out.push(ShareRow {
                 year,
-                category: cats[i].clone(),
+                category: cats.names[i].clone(),
                 share: *k as f64 / n as f64,
                 n,
             });
@@ -62,12 +57,7 @@ pub fn mobility(
     last_observed: &[LabelId],
     taxonomy: &Taxonomy,
 ) -> Vec<MobilityRow> {
-    let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let cats = CategoryIndex::new(taxonomy);
     let n = cats.len();
     let mut m = vec![0usize; n * n];
     let mut prev: HashMap<(u32, u32), LabelId> = HashMap::new();
@@ -78,7 +68,7 @@ pub fn mobility(
         } else {
             prev[&(r.person, r.draw)]
         };
-        m[index[category(taxonomy, from)] * n + index[category(taxonomy, r.label)]] += 1;
+        m[cats.of(from) * n + cats.of(r.label)] += 1;
         prev.insert((r.person, r.draw), r.label);
     }
     let mut out = Vec::new();
@@ -89,8 +79,8 @@ pub fn mobility(
         }
         for b in 0..n {
             out.push(MobilityRow {
-                from: cats[a].clone(),
-                to: cats[b].clone(),
+                from: cats.names[a].clone(),
+                to: cats.names[b].clone(),
                 share: m[a * n + b] as f64 / total as f64,
                 n_from: total,
             });
@@ -124,12 +114,7 @@ pub fn paired_difference(
     if baseline.len() != counterfactual.len() {
         return Err("the two simulations differ in size".into());
     }
-    let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let cats = CategoryIndex::new(taxonomy);
     let nc = cats.len();
     // (year, person) -> per category counts in both, and the number of draws.
     let mut cell: BTreeMap<(i32, u32), (PairedShares, usize)> = BTreeMap::new();
@@ -140,8 +125,8 @@ pub fn paired_difference(
         let e = cell
             .entry((a.year, a.person))
             .or_insert_with(|| ((vec![0.0; nc], vec![0.0; nc]), 0));
-        e.0.0[index[category(taxonomy, a.label)]] += 1.0;
-        e.0.1[index[category(taxonomy, b.label)]] += 1.0;
+        e.0.0[cats.of(a.label)] += 1.0;
+        e.0.1[cats.of(b.label)] += 1.0;
         e.1 += 1;
     }
     let mut by_year: BTreeMap<i32, Vec<PairedShares>> = BTreeMap::new();
@@ -155,7 +140,7 @@ pub fn paired_difference(
     let mut out = Vec::new();
     for (year, persons) in by_year {
         let n = persons.len() as f64;
-        for (c, name) in cats.iter().enumerate() {
+        for (c, name) in cats.names.iter().enumerate() {
             let base = persons.iter().map(|p| p.0[c]).sum::<f64>() / n;
             let cf = persons.iter().map(|p| p.1[c]).sum::<f64>() / n;
             let diffs: Vec<f64> = persons.iter().map(|p| p.1[c] - p.0[c]).collect();
@@ -195,14 +180,12 @@ pub struct ForecastRow {
 /// Per (person key, horizon): category counts.
 fn person_horizon(
     sims: &[(usize, u32, LabelId)],
-    taxonomy: &Taxonomy,
-    index: &HashMap<&str, usize>,
-    nc: usize,
+    cats: &CategoryIndex,
 ) -> BTreeMap<(u32, usize), Vec<f64>> {
     let mut m: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
     for &(person, step, label) in sims {
-        m.entry((step, person)).or_insert_with(|| vec![0.0; nc])
-            [index[category(taxonomy, label)]] += 1.0;
+        m.entry((step, person))
+            .or_insert_with(|| vec![0.0; cats.len()])[cats.of(label)] += 1.0;
     }
     m
 }
@@ -223,15 +206,10 @@ pub fn forecast_scores(
     truth: &[(usize, u32, LabelId)],
     taxonomy: &Taxonomy,
 ) -> Vec<ForecastRow> {
-    let cats = categories(taxonomy);
-    let index: HashMap<&str, usize> = cats
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let cats = CategoryIndex::new(taxonomy);
     let nc = cats.len();
-    let m = person_horizon(model, taxonomy, &index, nc);
-    let t = person_horizon(truth, taxonomy, &index, nc);
+    let m = person_horizon(model, &cats);
+    let t = person_horizon(truth, &cats);
     let mut by_h: BTreeMap<u32, (Vec<f64>, Vec<f64>, f64, usize)> = BTreeMap::new();
     for (key, mc) in &m {
         let Some(tc) = t.get(key) else { continue };
