@@ -117,7 +117,7 @@ pub fn with_predictor<R>(
 ) -> anyhow::Result<R> {
     let dir = &a.model;
     if !dir.is_dir() {
-        return Err(bad!("--model {}: not a directory", dir.display()));
+        return Err(bad!("{}: not a model directory", dir.display()));
     }
     if is_world_dir(dir) {
         let mut o = open_oracle(dir, taxonomy)?;
