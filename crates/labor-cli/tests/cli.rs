@@ -3224,6 +3224,42 @@ fn simulate_counterfactuals_and_forecast_evaluation() {
         p(&d.join("r2")),
     ]);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    // With prediction files the forecast table and plot join the full report.
+    let preds = d.join("markov1.parquet");
+    let o = labor(&[
+        "score",
+        "--model",
+        p(&markov),
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&preds),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let full = d.join("full-report");
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&preds),
+        "--panel",
+        p(&panel),
+        "--bootstrap",
+        "20",
+        "--forecast",
+        p(&fo),
+        p(&fm),
+        "--forecast-truth",
+        p(&truth),
+        "--out",
+        p(&full),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let md = std::fs::read_to_string(full.join("report.md")).unwrap();
+    assert!(
+        md.contains("Forecast: distance from the truth") && md.contains("Forecast truth:"),
+        "{md:.3000}"
+    );
+    assert!(full.join("plots/forecast.svg").exists() && full.join("tables/forecast.csv").exists());
 }
 
 /// One HTTP/1.1 request on a new connection: (status, body).
