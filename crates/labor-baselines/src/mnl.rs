@@ -895,21 +895,17 @@ impl Predictor for Mnl {
 mod tests {
     use super::*;
 
-    /// splitmix64 → uniform [0, 1).
-    struct Rng(u64);
+    /// Uniform [0, 1) draws.
+    struct Rng(labor_data::rng::SplitMix64);
     impl Rng {
         fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+            self.0.uniform()
         }
     }
 
     /// Bias, a 3-level one-hot, a 2-level one-hot and two real values; labels depend on them.
     fn small_problem(n: usize, classes: usize, seed: u64) -> Design {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(labor_data::rng::SplitMix64::new(seed));
         let mut d = Design::new(8);
         for i in 0..n {
             let a = (rng.next() * 3.0) as u32;
@@ -958,7 +954,7 @@ mod tests {
     type Objective<'a> = &'a dyn Fn(&[f64], usize, &mut [f64]) -> f64;
 
     fn check_gradient(n_coef: usize, seed: u64, f: Objective) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(labor_data::rng::SplitMix64::new(seed));
         let w: Vec<f64> = (0..n_coef).map(|_| rng.next() * 2.0 - 1.0).collect();
         let mut g = vec![0.0; w.len()];
         f(&w, 2, &mut g);

@@ -121,18 +121,11 @@ impl Arch {
 }
 
 /// SplitMix64 + Box–Muller: the parameters' initial values.
-struct Init(u64);
+struct Init(labor_data::rng::SplitMix64);
 
 impl Init {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        self.0.uniform_open()
     }
     fn normal(&mut self, p: &Path, name: &str, shape: &[i64], std: f64) -> Tensor {
         let n: i64 = shape.iter().product();
@@ -215,7 +208,7 @@ pub struct BagOfJobs {
 
 impl BagOfJobs {
     fn new(root: &Path, vocab: &Vocab, arch: &Arch) -> Self {
-        let mut init = Init(arch.init_seed ^ 0xb0b);
+        let mut init = Init(labor_data::rng::SplitMix64::new(arch.init_seed ^ 0xb0b));
         let d = arch.width as i64;
         let k = vocab.k();
         let std = (d as f64).powf(-0.5);
@@ -319,7 +312,7 @@ fn lin(p: &Path, init: &mut Init, out: i64, inp: i64, std: f64) -> (Tensor, Tens
 
 impl Career {
     fn new(root: &Path, vocab: &Vocab, arch: &Arch) -> Self {
-        let mut init = Init(arch.init_seed ^ 0xca4ee4);
+        let mut init = Init(labor_data::rng::SplitMix64::new(arch.init_seed ^ 0xca4ee4));
         let d = arch.width as i64;
         let k = vocab.k();
         let std = (d as f64).powf(-0.5);

@@ -145,19 +145,9 @@ fn train(a: &BenchTrainArgs) -> CmdResult {
     };
     // Fixed pseudo-random token ids (SplitMix64), identical in the Python reference.
     let vocab = m.model.config.vocab_size as u64;
-    let mut state = a.seed;
+    let mut rng = labor_data::rng::SplitMix64::new(a.seed);
     let ids: Vec<Vec<i64>> = (0..a.batch)
-        .map(|_| {
-            (0..a.seq)
-                .map(|_| {
-                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                    ((z ^ (z >> 31)) % vocab) as i64
-                })
-                .collect()
-        })
+        .map(|_| (0..a.seq).map(|_| rng.modulo(vocab) as i64).collect())
         .collect();
     if let Some(path) = &a.dump {
         write_atomic(path, |w| Ok(serde_json::to_writer(w, &ids)?))?;

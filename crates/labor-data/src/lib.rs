@@ -12,6 +12,7 @@ pub mod import;
 pub mod panel;
 pub mod predictions;
 pub mod problem;
+pub mod rng;
 pub mod split;
 pub mod stats;
 pub mod taxonomy;

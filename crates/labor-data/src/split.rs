@@ -102,10 +102,7 @@ pub fn person_hash(seed: u64, dataset: &str, person_id: &str) -> u64 {
     dataset.bytes().for_each(&mut eat);
     eat(0xff); // not valid UTF-8: cannot occur inside either string
     person_id.bytes().for_each(&mut eat);
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::rng::mix64(h.wrapping_add(crate::rng::GOLDEN))
 }
 
 #[cfg(test)]

@@ -1,27 +1,8 @@
 //! The statistics every table is made of: a seeded generator for bootstrap resampling,
 //! quantiles, binary log-loss, AUC with ties, and reliability bins — each with weights.
 
-/// SplitMix64: a small, fast, seedable generator (the bootstrap's only source of randomness,
-/// so a seed fixes every interval).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻³² for our sizes).
-    pub fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-}
+/// The bootstrap's only source of randomness (so a seed fixes every interval).
+pub use labor_data::rng::SplitMix64;
 
 /// Bootstrap resamples of `n` clusters (persons): `b` vectors of multiplicities, each summing
 /// to `n`. The same resamples serve every model of a dataset, so comparisons are paired.

@@ -169,7 +169,7 @@ pub struct SimRecord {
 /// The common random number of (seed, person, draw, step), uniform on [0, 1).
 pub fn uniform(seed: u64, person: &Person, draw: u32, step: u32) -> f64 {
     let mixed = seed
-        ^ (draw as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (draw as u64).wrapping_mul(labor_data::rng::GOLDEN)
         ^ (step as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
     let h = labor_data::split::person_hash(mixed, &person.dataset, &person.person_id);
     (h >> 11) as f64 / (1u64 << 53) as f64

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use labor_eval::stats::SplitMix64;
+use labor_data::rng::SplitMix64;
 
 /// Mutated inputs per target (deterministic).
 const MUTATIONS: usize = 300;

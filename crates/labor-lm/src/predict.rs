@@ -83,22 +83,16 @@ pub struct Icl {
     pub pool: Vec<(String, String, String, usize)>,
 }
 
-/// SplitMix64, for drawing in-context examples reproducibly.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 impl Icl {
     /// Draws up to k pool texts other than the person's own, in a person-specific order (seeded
     /// by `seed` and the person), keeping those that fit in `budget` tokens. Returns the prefix
     /// (texts joined by `\n`, with a trailing `\n`) and how many were used.
     pub fn prefix(&self, person: &Person, budget: usize) -> (String, usize) {
-        let mut state =
-            labor_data::split::person_hash(self.seed, &person.dataset, &person.person_id);
+        let mut rng = labor_data::rng::SplitMix64::new(labor_data::split::person_hash(
+            self.seed,
+            &person.dataset,
+            &person.person_id,
+        ));
         let n = self.pool.len();
         let mut order: Vec<usize> = (0..n).collect();
         // Partial Fisher–Yates: only as many draws as might be needed.
@@ -108,7 +102,7 @@ impl Icl {
             if used == self.k {
                 break;
             }
-            let j = i + (splitmix(&mut state) % (n - i) as u64) as usize;
+            let j = i + rng.modulo((n - i) as u64) as usize;
             order.swap(i, j);
             let (ds, pid, text, len) = &self.pool[order[i]];
             if ds == &person.dataset && pid == &person.person_id {

@@ -194,17 +194,11 @@ impl AdamW {
 
 /// A permutation of `0..n` determined by `(seed, epoch)` (SplitMix64 + Fisher–Yates).
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut state = seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    use labor_data::rng::{GOLDEN, SplitMix64};
+    let mut rng = SplitMix64::new(seed ^ epoch.wrapping_mul(GOLDEN) ^ 0x5851_f42d_4c95_7f2d);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = rng.modulo(i as u64 + 1) as usize;
         order.swap(i, j);
     }
     order

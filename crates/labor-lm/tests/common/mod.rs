@@ -9,14 +9,8 @@ use tch::{Tensor, nn};
 
 /// Sets every variable to `N(0, scale²)`, norm weights to `N(1, 0.1²)`.
 pub fn fill_normal(vs: &nn::VarStore, seed: u64, scale: f64) {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
+    let mut rng = labor_data::rng::SplitMix64::new(seed);
+    let mut next = move || rng.uniform_open();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
