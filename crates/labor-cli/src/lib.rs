@@ -13,6 +13,7 @@ pub mod lm;
 pub mod model;
 pub mod predict;
 pub mod reproduce;
+pub mod score;
 pub mod serve;
 pub mod simulate;
 pub mod synth;

@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use labor_cli::io::{CmdResult, Failure};
 use labor_cli::{
-    bench, data, demo, eval, fit, io, lm, predict, reproduce, serve, simulate, synth, taxonomy,
-    text, train,
+    bench, data, demo, eval, fit, io, lm, predict, reproduce, score, serve, simulate, synth,
+    taxonomy, text, train,
 };
 
 /// Predict workers' next occupation from their career history with language models, and
@@ -47,7 +47,7 @@ enum Command {
     Fit(fit::FitArgs),
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
-    Score(lm::ScoreArgs),
+    Score(score::ScoreArgs),
     /// Evaluate prediction files: perplexity, sub-tasks, calibration by subgroup, paired
     /// comparisons; Markdown/CSV tables, SVG plots and a self-contained report.html.
     Eval(eval::EvalArgs),
@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => text::run_tokenizer(c),
         Command::Env(a) => env(a),
         Command::Lm(c) => lm::run_lm(c),
-        Command::Score(a) => lm::run_score(a),
+        Command::Score(a) => score::run_score(a),
         Command::Train(a) => train::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a),
