@@ -3351,6 +3351,20 @@ fn serve_answers_the_api_refuses_bad_input_and_the_page_works_in_chromium() {
         p(&mnl),
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // A model directory that is not one: invalid input before the server starts.
+    let o = labor(&[
+        "serve",
+        "--model",
+        p(&d.join("nope")),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("not a model directory"),
+        "{:?}",
+        text(&o)
+    );
     let mnl_arg = format!("mnl={}", mnl.display());
     let world_arg = format!("oracle={}", world.display());
     let s = serve(&[

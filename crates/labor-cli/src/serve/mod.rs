@@ -431,7 +431,7 @@ fn start_model(
 ) -> anyhow::Result<ModelHandle> {
     let name = args.name.clone().expect("named");
     let (tx, rx) = sync_channel::<Job>(queue);
-    let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(1);
+    let (ready_tx, ready_rx) = sync_channel::<anyhow::Result<()>>(1);
     std::thread::Builder::new()
         .name(format!("model {name}"))
         .spawn(move || {
@@ -450,12 +450,13 @@ fn start_model(
                 Ok(())
             });
             if let Err(e) = r {
-                let _ = ready_tx.send(Err(format!("{e:#}")));
+                // The error itself, so that invalid input still exits 2.
+                let _ = ready_tx.send(Err(e));
             }
         })?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(ModelHandle { name, tx }),
-        Ok(Err(e)) => Err(anyhow!(e)),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow!("model {name:?} failed to start")),
     }
 }
