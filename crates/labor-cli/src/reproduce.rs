@@ -4,7 +4,8 @@
 //!
 //! Every stage is a `labor` command run as a child process in `DIR` with relative paths, so a
 //! stage is exactly what a user could type. A stage is cached by a hash of its command line,
-//! the hashes of the stages it reads, and the program version: `stages/NAME.done` holds the
+//! the hashes of the stages it reads, the contents of outside inputs, the program version and
+//! the build (a digest of the executable): `stages/NAME.done` holds the
 //! hash once the stage finished, and a re-run skips it. An interrupted training stage resumes
 //! from its last checkpoint (`labor train --resume`); any other interrupted stage is redone.
 
@@ -385,6 +386,8 @@ fn content_digest(path: &Path) -> String {
 
 struct Runner {
     exe: PathBuf,
+    /// A digest of the `labor` executable's bytes: a stage done by another build is redone.
+    build: String,
     out: PathBuf,
     keys: BTreeMap<String, String>,
     log: Vec<(String, String, f64, bool)>,
@@ -393,7 +396,7 @@ struct Runner {
 
 impl Runner {
     fn key(&self, s: &Stage) -> String {
-        let mut parts: Vec<&str> = vec![env!("CARGO_PKG_VERSION"), &s.name];
+        let mut parts: Vec<&str> = vec![env!("CARGO_PKG_VERSION"), &self.build, &s.name];
         parts.extend(s.args.iter().map(String::as_str));
         for (f, text) in &s.files {
             parts.push(f);
@@ -1089,8 +1092,17 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
     );
     std::fs::write(out.join("preset.toml"), &text)?;
     let t0 = Instant::now();
+    let build = std::fs::read(&exe)
+        .map(|b| {
+            format!(
+                "{:016x}",
+                fnv_update(0xcbf2_9ce4_8422_2325, b.iter().copied())
+            )
+        })
+        .with_context(|| format!("cannot read the labor executable {}", exe.display()))?;
     let mut r = Runner {
         exe,
+        build,
         out: out.clone(),
         keys: BTreeMap::new(),
         log: Vec::new(),

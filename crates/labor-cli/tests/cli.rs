@@ -2534,6 +2534,34 @@ bootstrap = 20
         "{:?}",
         text(&o)
     );
+    // Another build of the program (here: the same binary with a byte appended, which still
+    // runs) redoes every stage: a dry run lists none as cached.
+    let other = d.join("labor-other-build");
+    let mut bin = std::fs::read(env!("CARGO_BIN_EXE_labor")).unwrap();
+    bin.push(0);
+    std::fs::write(&other, bin).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = Command::new(&other)
+        .args([
+            "reproduce",
+            "--preset",
+            p(&preset),
+            "--out",
+            p(&out),
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let so = text(&o).0;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        so.contains("read panel ext") && !so.contains("cached"),
+        "{so}"
+    );
     let panel = d.join("panel.csv");
     let mut csv = std::fs::read_to_string(&panel).unwrap();
     csv += "EXT,999,2001,W1,male,NA\nEXT,999,2002,T1,male,NA\n";
