@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use labor_data::{Person, Taxonomy};
 use labor_forecast::history::{self, History, Limits};
-use labor_forecast::next::{NextDist, next_record, predict_next};
+use labor_forecast::next::{NextDist, predict_history};
 use serde_json::json;
 
 use crate::bad;
@@ -134,14 +134,18 @@ pub fn run(a: &PredictArgs) -> CmdResult {
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         )),
     };
+    // CSV rows go through one writer over the output (it quotes titles with commas).
+    let mut rows =
+        (a.format == OutFormat::Csv).then(|| csv::WriterBuilder::new().from_writer(Vec::new()));
     with_predictor(&a.model, &taxonomy, |p| {
         let labels = taxonomy.labels();
-        if a.format == OutFormat::Csv {
-            writeln!(out, "id,dataset,year,rank,code,title,p,p_stay,p_in_lf,leak")?;
+        if let Some(w) = rows.as_mut() {
+            w.write_record([
+                "id", "dataset", "year", "rank", "code", "title", "p", "p_stay", "p_in_lf", "leak",
+            ])?;
         }
         for h in &histories {
-            let rec = next_record(&h.person, h.next_year, h.next_education);
-            let d = predict_next(p, &taxonomy, &h.person, rec)
+            let d = predict_history(p, &taxonomy, h)
                 .map_err(|e| anyhow::anyhow!("history {}: {e}", h.person.person_id))?;
             match a.format {
                 OutFormat::Json => {
@@ -151,9 +155,9 @@ pub fn run(a: &PredictArgs) -> CmdResult {
                 OutFormat::Csv => {
                     let opt =
                         |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_else(|| "NA".into());
+                    let w = rows.as_mut().expect("a CSV writer for CSV output");
                     for (rank, (id, pr)) in d.top(a.top).into_iter().enumerate() {
                         let l = &labels[id.index()];
-                        let mut w = csv::Writer::from_writer(Vec::new());
                         w.write_record([
                             h.person.person_id.as_str(),
                             h.person.dataset.as_str(),
@@ -166,7 +170,6 @@ pub fn run(a: &PredictArgs) -> CmdResult {
                             &d.p_in_lf.to_string(),
                             &d.leak.to_string(),
                         ])?;
-                        out.write_all(&w.into_inner()?)?;
                     }
                 }
                 OutFormat::Table => {
@@ -210,6 +213,9 @@ pub fn run(a: &PredictArgs) -> CmdResult {
                     writeln!(out)?;
                 }
             }
+        }
+        if let Some(w) = rows.take() {
+            out.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
         }
         out.flush()?;
         Ok(())

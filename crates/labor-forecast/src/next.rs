@@ -92,3 +92,14 @@ pub fn predict_next(
         p_in_lf: row.p_in_lf,
     })
 }
+
+/// The distribution of the record a history asks about: its `next` year and education, or the
+/// defaults of [`next_record`].
+pub fn predict_history(
+    predictor: &mut dyn Predictor,
+    taxonomy: &Taxonomy,
+    history: &crate::history::History,
+) -> Result<NextDist, String> {
+    let record = next_record(&history.person, history.next_year, history.next_education);
+    predict_next(predictor, taxonomy, &history.person, record)
+}

@@ -26,7 +26,7 @@ use clap::Args;
 use labor_data::Taxonomy;
 use labor_data::predictions::Predictor;
 use labor_forecast::history::{self, History, HistoryJson, Limits};
-use labor_forecast::next::{next_record, predict_next};
+use labor_forecast::next::predict_history;
 use labor_forecast::simulate::{self, SimOptions, parse_setting};
 use labor_forecast::tables;
 use serde::Deserialize;
@@ -374,8 +374,7 @@ fn answer(p: &mut dyn Predictor, taxonomy: &Taxonomy, job: Job) {
             let out: Result<Vec<Value>, String> = histories
                 .iter()
                 .map(|h| {
-                    let rec = next_record(&h.person, h.next_year, h.next_education);
-                    predict_next(p, taxonomy, &h.person, rec).map(|d| {
+                    predict_history(p, taxonomy, h).map(|d| {
                         crate::predict::answer_json(p.name(), taxonomy, &h.person, &d, top)
                     })
                 })
