@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use encode::{Batch, Seq, Vocab};
 pub use nets::{Arch, Net, NetKind, two_stage_logp};
-pub use train::{Checkpoint, Event, Hooks, LrSchedule, Quiet, TrainConfig, TrainState};
+pub use train::{Checkpoint, DynHooks, Event, Hooks, LrSchedule, Quiet, TrainConfig, TrainState};
 
 /// The model file (`model.json`): everything but the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,7 +261,7 @@ pub fn fit(
     data: &FitData,
     cfg: &FitConfig,
     device: Device,
-    hooks: &mut dyn Hooks,
+    hooks: &mut train::DynHooks<'_>,
     resume: Option<Checkpoint>,
     stop_after_epochs: Option<usize>,
 ) -> Result<(NeuralModel, TrainState), String> {

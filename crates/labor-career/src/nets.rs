@@ -8,6 +8,7 @@
 // still need.
 #![allow(clippy::assign_op_pattern)]
 
+use labor_torch::init::SeededInit;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Path, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -120,22 +121,13 @@ impl Arch {
     }
 }
 
-/// SplitMix64 + Box–Muller: the parameters' initial values.
-struct Init(labor_data::rng::SplitMix64);
+/// The parameters' initial values: [`SeededInit`] plus embedding tables whose row 0 (the unseen
+/// value) starts at zero.
+struct Init(SeededInit);
 
 impl Init {
-    fn uniform(&mut self) -> f64 {
-        self.0.uniform_open()
-    }
     fn normal(&mut self, p: &Path, name: &str, shape: &[i64], std: f64) -> Tensor {
-        let n: i64 = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                let (u1, u2) = (self.uniform(), self.uniform());
-                (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
-            .collect();
-        p.var_copy(name, &Tensor::from_slice(&v).reshape(shape))
+        self.0.normal(p, name, shape, std)
     }
     /// An embedding table whose row 0 (the unseen value) starts at zero.
     fn table_zero0(&mut self, p: &Path, name: &str, shape: &[i64], std: f64) -> Tensor {
@@ -208,7 +200,7 @@ pub struct BagOfJobs {
 
 impl BagOfJobs {
     fn new(root: &Path, vocab: &Vocab, arch: &Arch) -> Self {
-        let mut init = Init(labor_data::rng::SplitMix64::new(arch.init_seed ^ 0xb0b));
+        let mut init = Init(SeededInit::new(arch.init_seed ^ 0xb0b));
         let d = arch.width as i64;
         let k = vocab.k();
         let std = (d as f64).powf(-0.5);
@@ -312,7 +304,7 @@ fn lin(p: &Path, init: &mut Init, out: i64, inp: i64, std: f64) -> (Tensor, Tens
 
 impl Career {
     fn new(root: &Path, vocab: &Vocab, arch: &Arch) -> Self {
-        let mut init = Init(labor_data::rng::SplitMix64::new(arch.init_seed ^ 0xca4ee4));
+        let mut init = Init(SeededInit::new(arch.init_seed ^ 0xca4ee4));
         let d = arch.width as i64;
         let k = vocab.k();
         let std = (d as f64).powf(-0.5);

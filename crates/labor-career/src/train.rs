@@ -10,8 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use labor_lm::train::{AdamW, OptimConfig, Schedule, epoch_order};
-use labor_lm::weights;
+pub use labor_torch::hooks::{Hooks, Quiet};
+use labor_torch::optim::{AdamW, OptimConfig, Schedule};
+use labor_torch::order::epoch_order;
+use labor_torch::weights;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -150,17 +152,10 @@ pub enum Event<'a> {
     Epoch(&'a EpochLog, f64),
 }
 
-/// What the caller does with progress and checkpoints (the library writes no files).
-pub trait Hooks {
-    fn event(&mut self, _e: Event<'_>) {}
-    fn checkpoint(&mut self, _ck: &Checkpoint) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// Hooks that do nothing.
-pub struct Quiet;
-impl Hooks for Quiet {}
+/// What the caller does with progress and checkpoints (the library writes no files): the
+/// workspace's one hooks shape, [`labor_torch::hooks::Hooks`], over this loop's events and
+/// checkpoints.
+pub type DynHooks<'h> = dyn for<'e> Hooks<Event<'e>, Checkpoint> + 'h;
 
 /// Named tensors as safetensors bytes (f32).
 pub fn to_bytes(t: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, String> {
@@ -256,7 +251,7 @@ pub fn train(
     k: i64,
     stages: &[Stage],
     resume: Option<Checkpoint>,
-    hooks: &mut dyn Hooks,
+    hooks: &mut DynHooks<'_>,
     stop_after_epochs: Option<usize>,
 ) -> Result<TrainState, String> {
     for s in stages {

@@ -181,7 +181,7 @@ fn saved_models_load_and_predict_the_same() {
 
 /// Records every checkpoint.
 struct Keep(Vec<Checkpoint>);
-impl Hooks for Keep {
+impl Hooks<train::Event<'_>, Checkpoint> for Keep {
     fn checkpoint(&mut self, ck: &Checkpoint) -> Result<(), String> {
         self.0.push(Checkpoint {
             state: ck.state.clone(),

@@ -10,9 +10,9 @@ use clap::{Args, Subcommand};
 use labor_data::predictions::Predictor;
 use labor_data::{Split, SplitSpec};
 use labor_lm::predict::{LmPredictor, encode};
-use labor_lm::runtime::DeviceRequest;
 use labor_lm::score::{LabelTrie, ScoreOptions, Scorer};
 use labor_text::Renderer;
+use labor_torch::runtime::DeviceRequest;
 
 use crate::io::{CmdResult, PanelInput, write_atomic};
 use crate::lm::{load_model, resolve_kind};
@@ -104,7 +104,8 @@ pub fn run(cmd: &BenchCommand) -> CmdResult {
 }
 
 fn train(a: &BenchTrainArgs) -> CmdResult {
-    use labor_lm::train::{AdamW, OptimConfig, Schedule, train_step};
+    use labor_lm::train::train_step;
+    use labor_torch::optim::{AdamW, OptimConfig, Schedule};
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
     let kind = resolve_kind(&a.dtype, device)?;
     let lora = a.lora_rank > 0;

@@ -45,9 +45,9 @@ pub fn run(args: &DemoArgs) -> CmdResult {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     step(1, "tensor runtime");
-    let info = labor_lm::runtime::RuntimeInfo::probe();
+    let info = labor_torch::runtime::RuntimeInfo::probe();
     println!("{info}");
-    let y = labor_lm::runtime::self_check(tch::Device::Cpu);
+    let y = labor_torch::runtime::self_check(tch::Device::Cpu);
     println!("self-check on CPU: softmax·W = {y:.6?}");
 
     step(2, "embedded default taxonomy");

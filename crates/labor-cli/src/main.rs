@@ -82,7 +82,7 @@ struct EnvArgs {
 }
 
 fn env(args: &EnvArgs) -> CmdResult {
-    use labor_lm::runtime::{DeviceRequest, RuntimeInfo, self_check};
+    use labor_torch::runtime::{DeviceRequest, RuntimeInfo, self_check};
     println!("labor {}", env!("CARGO_PKG_VERSION"));
     println!("{}", RuntimeInfo::probe());
     let device = args.device.parse::<DeviceRequest>()?.resolve()?;

@@ -10,9 +10,9 @@ use anyhow::anyhow;
 use clap::Args;
 use labor_data::predictions::Predictor;
 use labor_data::{Panel, Taxonomy};
-use labor_lm::runtime::DeviceRequest;
 use labor_lm::score::ScoreOptions;
 use labor_text::render::Renderer;
+use labor_torch::runtime::DeviceRequest;
 
 use crate::bad;
 use crate::lm::{load_model, model_switches, resolve_kind};

@@ -13,9 +13,9 @@ use labor_data::predictions::{
     PredictionWriter, Predictor, row_from_logp, write_full_distributions,
 };
 use labor_data::{Split, SplitSpec};
-use labor_lm::runtime::DeviceRequest;
 use labor_lm::score::ScoreOptions;
 use labor_text::Renderer;
+use labor_torch::runtime::DeviceRequest;
 
 use crate::io::{CmdResult, InvalidInput, PanelInput, write_atomic};
 use crate::lm::{load_model, model_switches, resolve_kind};

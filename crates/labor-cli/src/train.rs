@@ -15,10 +15,14 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Person, Split, SplitSpec};
 use labor_lm::train::{
-    AdamW, OptimConfig, StepStats, epoch_order, eval_losses, length_grouped, train_step,
+    Checkpoint, Event, LoopConfig, Snapshot, TrainData, TrainState, label_token_indices,
+    tokenize_texts,
 };
-use labor_lm::{Llama, LoraConfig, weights};
+use labor_lm::{Llama, LoraConfig};
 use labor_text::{Renderer, Switches, Template};
+use labor_torch::hooks::Hooks;
+use labor_torch::optim::{AdamW, OptimConfig};
+use labor_torch::weights;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn::VarStore};
 
@@ -277,26 +281,6 @@ fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> anyhow::Resul
 }
 
 /// Checkpoint bookkeeping (`state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    step: usize,
-    optimizer_t: i64,
-    best_val: Option<f64>,
-    best_step: Option<usize>,
-    /// Training target tokens processed so far.
-    #[serde(default)]
-    tokens: u64,
-    /// Wall seconds of training so far (tokenizer and checkpoints included, over resumes).
-    #[serde(default)]
-    wall_s: f64,
-}
-
-struct Data {
-    train: Vec<Vec<i64>>,
-    valid: Vec<Vec<i64>>,
-    truncated: usize,
-}
-
 /// How the run's panels are read: the run's taxonomy, nothing added.
 fn panel_input(c: &RunConfig) -> PanelInput {
     PanelInput {
@@ -341,36 +325,6 @@ fn texts(panel: &Panel, r: &Renderer, spec: &SplitSpec, split: Split) -> Vec<Str
         .filter(|p: &&Person| p.split_or(spec) == split)
         .map(|p| r.render(p, &panel.taxonomy).text)
         .collect()
-}
-
-fn tokenize(
-    tok: &tokenizers::Tokenizer,
-    texts: &[String],
-    max: usize,
-    eos: Option<u32>,
-) -> anyhow::Result<(Vec<Vec<i64>>, usize)> {
-    let mut truncated = 0;
-    let out = texts
-        .iter()
-        .map(|t| {
-            let mut ids: Vec<i64> = tok
-                .encode(t.as_str(), false)
-                .map_err(|e| anyhow!("{e}"))?
-                .get_ids()
-                .iter()
-                .map(|&i| i as i64)
-                .collect();
-            if let Some(e) = eos {
-                ids.push(e as i64);
-            }
-            if ids.len() > max {
-                ids.truncate(max);
-                truncated += 1;
-            }
-            Ok(ids)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok((out, truncated))
 }
 
 /// Every label continuation a template can write for a taxonomy: titles and numeric codes.
@@ -447,27 +401,6 @@ fn scratch_tokenizer(
         labor_text::tokenize::add_label_tokens(&mut tok, &conts).map_err(|e| anyhow!("{e}"))?;
     }
     Ok(tok)
-}
-
-/// Indices of the tokens of `r.text` that lie in a record's label continuation.
-fn label_token_indices(
-    tok: &tokenizers::Tokenizer,
-    r: &labor_text::Rendered,
-) -> anyhow::Result<Vec<usize>> {
-    let enc = tok
-        .encode(r.text.as_str(), false)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut out = Vec::new();
-    let mut spans = r.records.iter().map(|s| s.continuation).peekable();
-    for (k, &(start, _)) in enc.get_offsets().iter().enumerate() {
-        while spans.peek().is_some_and(|&[_, b]| start >= b) {
-            spans.next();
-        }
-        if spans.peek().is_some_and(|&[a, b]| start >= a && start < b) {
-            out.push(k);
-        }
-    }
-    Ok(out)
 }
 
 /// Adds one trainable embedding and output row per label (ids of the tokenizer's label tokens)
@@ -580,7 +513,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     let device = c
         .train
         .device
-        .parse::<labor_lm::runtime::DeviceRequest>()?
+        .parse::<labor_torch::runtime::DeviceRequest>()?
         .resolve()?;
     let panel = load_panels(&c)?;
     let template = template_of(&c)?;
@@ -707,32 +640,46 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     };
     crate::text::align(&tokenizer, &panel, &renderer)?;
     let eos = tokenizer.token_to_id(labor_text::tokenize::EOS);
-    let (train, truncated) = tokenize(&tokenizer, &train_texts, c.train.max_seq_len, eos)?;
-    let (valid, _) = tokenize(&tokenizer, &valid_texts, c.train.max_seq_len, eos)?;
+    let (train, truncated) = tokenize_texts(&tokenizer, &train_texts, c.train.max_seq_len, eos)
+        .map_err(|e| anyhow!(e))?;
+    let (valid, _) = tokenize_texts(&tokenizer, &valid_texts, c.train.max_seq_len, eos)
+        .map_err(|e| anyhow!(e))?;
     let valid_labels = valid_rendered
         .iter()
-        .map(|r| label_token_indices(&tokenizer, r))
+        .map(|r| label_token_indices(&tokenizer, r).map_err(|e| anyhow!(e)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let data = Data {
+    let data = TrainData {
         train,
         valid,
-        truncated,
+        valid_labels,
     };
-    if data.truncated > 0 {
+    if truncated > 0 {
         eprintln!(
             "note: {} of {} training texts are longer than train.max_seq_len = {} tokens and are cut there",
-            data.truncated,
+            truncated,
             data.train.len(),
             c.train.max_seq_len
         );
     }
-    let per_step = c.train.batch_size.max(1) * c.train.grad_accum.max(1);
-    let steps_per_epoch = data.train.len().div_ceil(per_step);
+    let mut plan = LoopConfig {
+        optim: c.optim.clone(),
+        batch_size: c.train.batch_size,
+        grad_accum: c.train.grad_accum,
+        micro_batch_tokens: c.train.micro_batch_tokens,
+        total_steps: 0,
+        seed: c.train.seed,
+        eval_every: c.train.eval_every,
+        checkpoint_every: c.train.checkpoint_every,
+        select_by_labels: by_labels,
+    };
+    let per_step = plan.per_step();
+    let steps_per_epoch = plan.steps_per_epoch(data.train.len());
     let total = c
         .train
         .total_steps
         .unwrap_or(((c.train.epochs * steps_per_epoch as f64).ceil() as usize).max(1));
     c.train.total_steps = Some(total);
+    plan.total_steps = total;
 
     tch::manual_seed(c.train.seed as i64);
     let (vs, mut model, cfg) = match &c.model.base {
@@ -799,7 +746,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     });
     let n_train_texts = data.train.len();
     let label_first = model.label_rows.as_ref().map(|r| r.first);
-    let save_best = |to: &Path, st: &State, trainable: usize| -> anyhow::Result<()> {
+    let save_best = |to: &Path, st: &TrainState, trainable: usize| -> anyhow::Result<()> {
         match (&lora, &c.model.base) {
             (Some(l), Some(base)) => {
                 crate::lm::save_adapter(to, &avs, l, base, &tok_json, label_first)?
@@ -839,20 +786,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = AdamW::new(names);
     let trainable = opt.n_params();
-    let mut state = State {
-        step: 0,
-        optimizer_t: 0,
-        best_val: None,
-        best_step: None,
-        tokens: 0,
-        wall_s: 0.0,
-    };
+    let mut state = TrainState::default();
     if resuming {
         if let Some(ck) = latest_checkpoint(&dir)? {
             let w = std::fs::read(ck.join("model.safetensors"))?;
             weights::load_into(train_vs, &[("model.safetensors", &w)])?;
             let o = std::fs::read(ck.join("optimizer.safetensors"))?;
-            let st: State = serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
+            let st: TrainState =
+                serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
             opt.load_state(
                 &weights::read_named("optimizer.safetensors", &o)?,
                 st.optimizer_t,
@@ -881,7 +822,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         per_step,
         (total * per_step) as f64 / data.train.len().max(1) as f64
     );
-    let mut metrics = std::fs::OpenOptions::new()
+    let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("metrics.jsonl"))?;
@@ -893,80 +834,28 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     );
     pb.set_position(state.step as u64);
     let stop = a.stop_after.map_or(total, |n| (state.step + n).min(total));
-    let wall0 = state.wall_s;
-    while state.step < stop {
-        let s = state.step;
-        let epoch = s / steps_per_epoch;
-        let i = s % steps_per_epoch;
-        let order = epoch_order(data.train.len(), c.train.seed, epoch as u64);
-        let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
-        let micro: Vec<Vec<&[i64]>> = if c.train.micro_batch_tokens > 0 {
-            length_grouped(
-                idx.iter().map(|&j| data.train[j].as_slice()).collect(),
-                c.train.micro_batch_tokens,
-            )
-        } else {
-            idx.chunks(c.train.batch_size.max(1))
-                .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
-                .collect()
-        };
-        tch::manual_seed((c.train.seed as i64).wrapping_add(s as i64));
-        let t0 = Instant::now();
-        let stats: StepStats = match train_step(
-            &model, &mut opt, &c.optim, &micro, s, total, device,
-        ) {
-            Ok(st) => st,
-            Err(e) => {
-                pb.abandon();
-                let kept = latest_checkpoint(&dir)?
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none yet".into());
-                return Err(anyhow!("{e}; stopped without updating the weights. Last complete checkpoint: {kept}. Lower optim.lr or raise optim.warmup_steps and resume or restart.").into());
-            }
-        };
-        let tps = stats.tokens as f64 / t0.elapsed().as_secs_f64();
-        state.step += 1;
-        state.tokens += stats.tokens.max(0) as u64;
-        state.wall_s = wall0 + run_t0.elapsed().as_secs_f64();
-        state.optimizer_t = opt.t;
-        let mut row = serde_json::json!({"step": stats.step, "epoch": state.step as f64 / steps_per_epoch as f64, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": stats.tokens, "tokens_per_s": tps});
-        pb.set_position(state.step as u64);
-        pb.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s",
-            stats.loss, stats.lr, tps
-        ));
-        let last = state.step == total;
-        if (state.step.is_multiple_of(c.train.eval_every) || last) && !data.valid.is_empty() {
-            let (all, lab) = eval_losses(
-                &model,
-                &data.valid,
-                Some(&valid_labels),
-                c.train.batch_size,
-                device,
-            );
-            row["val_loss"] = all.into();
-            row["val_label_loss"] = lab.into();
-            let v = if by_labels { lab.unwrap_or(all) } else { all };
-            if state.best_val.is_none_or(|b| v < b) {
-                state.best_val = Some(v);
-                state.best_step = Some(state.step);
-                save_best(&dir.join("best"), &state, trainable)?;
-            }
-            let line = format!(
-                "step {}: validation loss {all:.4}, on label tokens {:.4}; best {} {:.4} at step {}",
-                state.step,
-                lab.unwrap_or(f64::NAN),
-                if by_labels { "(labels)" } else { "(all)" },
-                state.best_val.unwrap_or(v),
-                state.best_step.unwrap_or(0)
-            );
-            pb.suspend(|| eprintln!("{line}"));
-        }
-        writeln!(metrics, "{row}")?;
-        if state.step.is_multiple_of(c.train.checkpoint_every) || last || state.step == stop {
-            metrics.flush()?;
-            checkpoint(&dir, train_vs, &opt, &state)?;
-        }
+    state.wall_s += run_t0.elapsed().as_secs_f64();
+    let mut hooks = RunHooks {
+        dir: &dir,
+        train_vs,
+        metrics,
+        pb: &pb,
+        by_labels,
+        save_best: &|st: &TrainState| save_best(&dir.join("best"), st, trainable),
+        failed: None,
+    };
+    let outcome = labor_lm::train::train(
+        &model, &mut opt, &plan, &data, &mut state, stop, device, &mut hooks,
+    );
+    if let Some(e) = hooks.failed.take() {
+        return Err(e.into());
+    }
+    if let Err(e) = outcome {
+        pb.abandon();
+        let kept = latest_checkpoint(&dir)?
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none yet".into());
+        return Err(anyhow!("{e}; stopped without updating the weights. Last complete checkpoint: {kept}. Lower optim.lr or raise optim.warmup_steps and resume or restart.").into());
     }
     pb.finish_and_clear();
     if state.step == total {
@@ -990,6 +879,80 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         );
     }
     Ok(())
+}
+
+/// The run directory's side of the training loop: `metrics.jsonl`, the progress bar, the best
+/// model and the resumable checkpoints. An I/O error is kept in `failed` (with its context) and
+/// stops the loop.
+struct RunHooks<'a> {
+    dir: &'a Path,
+    train_vs: &'a VarStore,
+    metrics: std::fs::File,
+    pb: &'a ProgressBar,
+    by_labels: bool,
+    save_best: &'a dyn Fn(&TrainState) -> anyhow::Result<()>,
+    failed: Option<anyhow::Error>,
+}
+
+impl RunHooks<'_> {
+    fn keep(&mut self, r: anyhow::Result<()>) -> Result<(), String> {
+        r.map_err(|e| {
+            let msg = format!("{e:#}");
+            self.failed = Some(e);
+            msg
+        })
+    }
+}
+
+impl Hooks<Event<'_>, Checkpoint<'_>> for RunHooks<'_> {
+    fn event(&mut self, e: Event<'_>) {
+        let Event::Step {
+            stats,
+            epoch,
+            tokens_per_s,
+            validation,
+            state,
+        } = e;
+        let mut row = serde_json::json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": stats.tokens, "tokens_per_s": tokens_per_s});
+        self.pb.set_position(state.step as u64);
+        self.pb.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            stats.loss, stats.lr, tokens_per_s
+        ));
+        if let Some(v) = validation {
+            row["val_loss"] = v.loss.into();
+            row["val_label_loss"] = v.label_loss.into();
+            let line = format!(
+                "step {}: validation loss {:.4}, on label tokens {:.4}; best {} {:.4} at step {}",
+                state.step,
+                v.loss,
+                v.label_loss.unwrap_or(f64::NAN),
+                if self.by_labels { "(labels)" } else { "(all)" },
+                state.best_val.unwrap_or(f64::NAN),
+                state.best_step.unwrap_or(0)
+            );
+            self.pb.suspend(|| eprintln!("{line}"));
+        }
+        // A failed metrics line surfaces at the next checkpoint, which flushes the file.
+        if let Err(e) = writeln!(self.metrics, "{row}") {
+            self.failed.get_or_insert(e.into());
+        }
+    }
+
+    fn checkpoint(&mut self, ck: &Checkpoint<'_>) -> Result<(), String> {
+        if let Some(e) = self.failed.take() {
+            return self.keep(Err(e));
+        }
+        let r = match ck.kind {
+            Snapshot::Best => (self.save_best)(ck.state),
+            Snapshot::Resume => self
+                .metrics
+                .flush()
+                .map_err(anyhow::Error::from)
+                .and_then(|()| checkpoint(self.dir, self.train_vs, ck.optimizer, ck.state)),
+        };
+        self.keep(r)
+    }
 }
 
 /// The most recent complete checkpoint (`checkpoints/step-NNNNNNN`), if any.
@@ -1018,7 +981,7 @@ fn latest_checkpoint(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 /// Writes `checkpoints/step-N` through a temporary directory renamed into place, then keeps only
 /// the two most recent checkpoints.
-fn checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, state: &State) -> anyhow::Result<()> {
+fn checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, state: &TrainState) -> anyhow::Result<()> {
     let ck = dir.join("checkpoints");
     std::fs::create_dir_all(&ck)?;
     let name = format!("step-{:07}", state.step);

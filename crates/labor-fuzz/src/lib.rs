@@ -182,9 +182,9 @@ pub fn gguf(data: &[u8]) -> usize {
 /// model's weights.
 pub fn safetensors(data: &[u8]) -> usize {
     let mut ok = 0;
-    ok += usize::from(labor_lm::weights::read_named("fuzz.safetensors", data).is_ok());
-    ok += usize::from(labor_lm::weights::read_metadata("fuzz.safetensors", data).is_ok());
-    ok += usize::from(labor_lm::weights::shard_names(&text(data)).is_ok());
+    ok += usize::from(labor_torch::weights::read_named("fuzz.safetensors", data).is_ok());
+    ok += usize::from(labor_torch::weights::read_metadata("fuzz.safetensors", data).is_ok());
+    ok += usize::from(labor_torch::weights::shard_names(&text(data)).is_ok());
     ok += usize::from(labor_career::train::from_bytes(data).is_ok());
     ok
 }

@@ -1,224 +1,16 @@
-//! Causal-LM training: batches of token sequences (right-padded, pads never trained on), AdamW
-//! with decoupled weight decay, warm-up then cosine or linear decay, gradient accumulation and
-//! clipping. Everything a checkpoint needs to resume bit for bit is plain data or named tensors:
-//! the step, the data order (a function of the seed and the epoch) and the optimizer moments.
-
-use std::collections::BTreeMap;
+//! Causal-LM training: batches of token sequences (right-padded, pads never trained on), one
+//! optimizer step with gradient accumulation and clipping, and the held-out loss. The optimizer,
+//! its schedule and the data order are `labor_torch`'s. [`train`] is the whole loop, readable top
+//! to bottom; it writes no files (the caller keeps snapshots through its hooks).
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use labor_torch::hooks::Hooks;
+use labor_torch::optim::{AdamW, OptimConfig, lr_at};
+use labor_torch::order::{epoch_order, length_grouped};
+
 use crate::model::Llama;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    Cosine,
-    Linear,
-    Constant,
-}
-
-/// Optimizer and schedule settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimConfig {
-    pub lr: f64,
-    #[serde(default = "betas")]
-    pub betas: [f64; 2],
-    #[serde(default = "eps")]
-    pub eps: f64,
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default)]
-    pub warmup_steps: usize,
-    #[serde(default = "cosine")]
-    pub schedule: Schedule,
-    /// Clip the global gradient norm to this value (0 = no clipping).
-    #[serde(default = "one")]
-    pub grad_clip: f64,
-    /// The lowest learning rate of the decay, as a fraction of `lr`.
-    #[serde(default)]
-    pub min_lr_ratio: f64,
-}
-
-fn betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
-fn eps() -> f64 {
-    1e-8
-}
-fn cosine() -> Schedule {
-    Schedule::Cosine
-}
-fn one() -> f64 {
-    1.0
-}
-
-/// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up to `lr`, then the
-/// schedule down to `min_lr_ratio · lr` at the last step.
-pub fn lr_at(c: &OptimConfig, step: usize, total: usize) -> f64 {
-    if step < c.warmup_steps {
-        return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
-    }
-    let span = total.saturating_sub(c.warmup_steps).max(1) as f64;
-    let x = ((step - c.warmup_steps) as f64 / span).min(1.0);
-    let lo = c.lr * c.min_lr_ratio;
-    match c.schedule {
-        Schedule::Constant => c.lr,
-        Schedule::Linear => lo + (c.lr - lo) * (1.0 - x),
-        Schedule::Cosine => lo + (c.lr - lo) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()),
-    }
-}
-
-/// AdamW over named parameters. Weight decay applies to matrices only (not to norms or biases).
-pub struct AdamW {
-    params: Vec<(String, Tensor)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    /// Optimizer steps taken.
-    pub t: i64,
-}
-
-impl AdamW {
-    /// `params`: the trainable tensors (they must require gradients), by name.
-    pub fn new(params: Vec<(String, Tensor)>) -> Self {
-        let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Self { params, m, v, t: 0 }
-    }
-
-    pub fn n_params(&self) -> usize {
-        self.params.iter().map(|(_, p)| p.numel()).sum()
-    }
-
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
-    }
-
-    /// Global L2 norm of the gradients, then (when `clip > 0`) gradients scaled so that the norm
-    /// is at most `clip`. Returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, clip: f64) -> f64 {
-        let sq: Vec<Tensor> = self
-            .params
-            .iter()
-            .filter_map(|(_, p)| {
-                let g = p.grad();
-                g.defined()
-                    .then(|| g.to_kind(Kind::Double).square().sum(Kind::Double))
-            })
-            .collect();
-        if sq.is_empty() {
-            return 0.0;
-        }
-        let norm = Tensor::stack(&sq, 0)
-            .sum(Kind::Double)
-            .sqrt()
-            .double_value(&[]);
-        if clip > 0.0 && norm > clip {
-            let s = clip / (norm + 1e-6);
-            tch::no_grad(|| {
-                for (_, p) in &self.params {
-                    let mut g = p.grad();
-                    if g.defined() {
-                        let _ = g.g_mul_scalar_(s);
-                    }
-                }
-            });
-        }
-        norm
-    }
-
-    /// One AdamW update with learning rate `lr`.
-    pub fn step(&mut self, c: &OptimConfig, lr: f64) {
-        self.t += 1;
-        let [b1, b2] = c.betas;
-        let bc1 = 1.0 - b1.powi(self.t as i32);
-        let bc2 = 1.0 - b2.powi(self.t as i32);
-        tch::no_grad(|| {
-            for ((_, p), (m, v)) in self
-                .params
-                .iter_mut()
-                .zip(self.m.iter_mut().zip(&mut self.v))
-            {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                if c.weight_decay > 0.0 && p.dim() >= 2 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
-                }
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&g * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(g.square() * (1.0 - b2)));
-                let denom = (&*v / bc2).sqrt() + c.eps;
-                let _ = p.g_sub_(&((&*m / bc1) / denom * lr));
-            }
-        });
-    }
-
-    /// The moments by parameter name (`m.NAME`, `v.NAME`), for checkpoints.
-    pub fn state(&self) -> BTreeMap<String, Tensor> {
-        let mut out = BTreeMap::new();
-        for ((name, _), (m, v)) in self.params.iter().zip(self.m.iter().zip(&self.v)) {
-            out.insert(format!("m.{name}"), m.shallow_clone());
-            out.insert(format!("v.{name}"), v.shallow_clone());
-        }
-        out
-    }
-
-    /// Restores the moments saved by [`AdamW::state`] and the step count.
-    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, t: i64) -> Result<(), String> {
-        tch::no_grad(|| {
-            for ((name, _), (m, v)) in self.params.iter().zip(self.m.iter_mut().zip(&mut self.v)) {
-                for (prefix, dst) in [("m", &mut *m), ("v", &mut *v)] {
-                    let src = state
-                        .get(&format!("{prefix}.{name}"))
-                        .ok_or_else(|| format!("the optimizer state lacks {prefix}.{name}"))?;
-                    if src.size() != dst.size() {
-                        return Err(format!(
-                            "optimizer state {prefix}.{name} has the wrong shape"
-                        ));
-                    }
-                    dst.copy_(src);
-                }
-            }
-            Ok(())
-        })?;
-        self.t = t;
-        Ok(())
-    }
-}
-
-/// A permutation of `0..n` determined by `(seed, epoch)` (SplitMix64 + Fisher–Yates).
-pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    use labor_data::rng::{GOLDEN, SplitMix64};
-    let mut rng = SplitMix64::new(seed ^ epoch.wrapping_mul(GOLDEN) ^ 0x5851_f42d_4c95_7f2d);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.modulo(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
-    order
-}
-
-/// Cuts one optimizer step's sequences into micro-batches of similar length: sorted longest
-/// first, each micro-batch grows while its padded size (sequences × its longest) stays within
-/// `max_tokens` (always at least one sequence). The step's loss and gradient do not depend on
-/// how its sequences are grouped (see [`train_step`]); only the padding computed does.
-pub fn length_grouped(mut seqs: Vec<&[i64]>, max_tokens: usize) -> Vec<Vec<&[i64]>> {
-    seqs.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out: Vec<Vec<&[i64]>> = Vec::new();
-    for s in seqs {
-        match out.last_mut() {
-            Some(b) if (b.len() + 1) * b[0].len().max(2) <= max_tokens => b.push(s),
-            _ => out.push(vec![s]),
-        }
-    }
-    out
-}
 
 /// The next-token cross-entropy of every position of a right-padded batch, `[B · T]` with
 /// `T` = the longest sequence (at least 2): 0 at pads and at each sequence's last token, which
@@ -359,4 +151,270 @@ pub fn train_step(
         grad_norm,
         tokens,
     })
+}
+
+/// Token ids of `texts` under `tok`, each followed by `eos` when given and cut at `max` tokens.
+/// Returns them with the number of texts that were cut.
+pub fn tokenize_texts(
+    tok: &tokenizers::Tokenizer,
+    texts: &[String],
+    max: usize,
+    eos: Option<u32>,
+) -> Result<(Vec<Vec<i64>>, usize), String> {
+    let mut truncated = 0;
+    let out = texts
+        .iter()
+        .map(|t| {
+            let mut ids: Vec<i64> = tok
+                .encode(t.as_str(), false)
+                .map_err(|e| e.to_string())?
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect();
+            if let Some(e) = eos {
+                ids.push(e as i64);
+            }
+            if ids.len() > max {
+                ids.truncate(max);
+                truncated += 1;
+            }
+            Ok(ids)
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((out, truncated))
+}
+
+/// Indices of the tokens of `r.text` that lie in a record's label continuation (what the
+/// validation loss on label tokens averages over).
+pub fn label_token_indices(
+    tok: &tokenizers::Tokenizer,
+    r: &labor_text::Rendered,
+) -> Result<Vec<usize>, String> {
+    let enc = tok
+        .encode(r.text.as_str(), false)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut spans = r.records.iter().map(|s| s.continuation).peekable();
+    for (k, &(start, _)) in enc.get_offsets().iter().enumerate() {
+        while spans.peek().is_some_and(|&[_, b]| start >= b) {
+            spans.next();
+        }
+        if spans.peek().is_some_and(|&[a, b]| start >= a && start < b) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
+/// How a run trains: optimizer and schedule, batches, and when to evaluate and checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopConfig {
+    pub optim: OptimConfig,
+    /// Sequences per micro-batch (when `micro_batch_tokens` is 0).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// When positive, micro-batches are length-grouped with at most this many padded tokens.
+    pub micro_batch_tokens: usize,
+    pub total_steps: usize,
+    /// Seeds the data order (with the epoch) and dropout (with the step).
+    pub seed: u64,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    /// Keep the step with the lowest validation loss on label tokens (else on all tokens).
+    pub select_by_labels: bool,
+}
+
+impl LoopConfig {
+    /// Sequences per optimizer step.
+    pub fn per_step(&self) -> usize {
+        self.batch_size.max(1) * self.grad_accum.max(1)
+    }
+    /// Optimizer steps per pass over `n` training sequences.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.per_step())
+    }
+}
+
+/// The token ids a run trains and validates on.
+pub struct TrainData {
+    pub train: Vec<Vec<i64>>,
+    pub valid: Vec<Vec<i64>>,
+    /// For each validation sequence, the indices of its label tokens.
+    pub valid_labels: Vec<Vec<usize>>,
+}
+
+/// Where a run stands; plain data (a checkpoint's `state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    pub optimizer_t: i64,
+    pub best_val: Option<f64>,
+    pub best_step: Option<usize>,
+    /// Training target tokens processed so far.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Wall seconds of training so far (the caller's set-up and checkpoints included, over
+    /// resumes).
+    #[serde(default)]
+    pub wall_s: f64,
+}
+
+/// A validation pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    pub loss: f64,
+    pub label_loss: Option<f64>,
+    /// This step is the new best (the caller has just been asked to keep it).
+    pub improved: bool,
+}
+
+/// Progress reports.
+pub enum Event<'a> {
+    /// An optimizer step is done (after its validation pass and best snapshot, if any).
+    Step {
+        stats: &'a StepStats,
+        /// Epochs completed, fractional.
+        epoch: f64,
+        tokens_per_s: f64,
+        validation: Option<&'a Validation>,
+        state: &'a TrainState,
+    },
+}
+
+/// Why a snapshot is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// The step has the best validation loss so far: keep the model.
+    Best,
+    /// Everything to resume from: the trainable weights, `optimizer.state()` and the state.
+    Resume,
+}
+
+/// A snapshot of the run; the caller reads the model's weights from its own store.
+pub struct Checkpoint<'a> {
+    pub kind: Snapshot,
+    pub state: &'a TrainState,
+    pub optimizer: &'a AdamW,
+}
+
+/// The hooks a language-model run takes: the workspace's one shape,
+/// [`labor_torch::hooks::Hooks`], over this loop's events and checkpoints.
+pub type DynHooks<'h> = dyn for<'e> Hooks<Event<'e>, Checkpoint<'e>> + 'h;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A non-finite loss or gradient; the weights were not updated.
+    #[error("{0}")]
+    Diverged(String),
+    /// A hook failed to keep a snapshot.
+    #[error("{0}")]
+    Hook(String),
+}
+
+/// Trains `model` (its trainable tensors are `opt`'s) from `state` until step `stop` (at most
+/// `c.total_steps`), top to bottom:
+///
+/// 1. the step's sequences: the epoch's seeded permutation of the training set, cut into
+///    micro-batches (length-grouped or `batch_size` each);
+/// 2. dropout re-seeded from (seed, step), then one optimizer step ([`train_step`]);
+/// 3. every `eval_every` steps and at the last, the validation loss; a new best is handed to
+///    the hooks as [`Snapshot::Best`];
+/// 4. the step's [`Event::Step`];
+/// 5. every `checkpoint_every` steps, at the last and at `stop`, a [`Snapshot::Resume`].
+///
+/// Everything a resume needs is the state, the trainable weights and the optimizer moments, so
+/// a run resumed from a snapshot continues exactly as the uninterrupted run.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &Llama,
+    opt: &mut AdamW,
+    c: &LoopConfig,
+    data: &TrainData,
+    state: &mut TrainState,
+    stop: usize,
+    device: Device,
+    hooks: &mut DynHooks<'_>,
+) -> Result<(), TrainError> {
+    let total = c.total_steps;
+    let stop = stop.min(total);
+    let per_step = c.per_step();
+    let steps_per_epoch = c.steps_per_epoch(data.train.len());
+    let (wall0, t_start) = (state.wall_s, std::time::Instant::now());
+    while state.step < stop {
+        let s = state.step;
+        let (epoch, i) = (s / steps_per_epoch, s % steps_per_epoch);
+        let order = epoch_order(data.train.len(), c.seed, epoch as u64);
+        let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
+        let micro: Vec<Vec<&[i64]>> = if c.micro_batch_tokens > 0 {
+            length_grouped(
+                idx.iter().map(|&j| data.train[j].as_slice()).collect(),
+                c.micro_batch_tokens,
+            )
+        } else {
+            idx.chunks(c.batch_size.max(1))
+                .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
+                .collect()
+        };
+        tch::manual_seed((c.seed as i64).wrapping_add(s as i64));
+        let t0 = std::time::Instant::now();
+        let stats = train_step(model, opt, &c.optim, &micro, s, total, device)
+            .map_err(TrainError::Diverged)?;
+        let tokens_per_s = stats.tokens as f64 / t0.elapsed().as_secs_f64();
+        state.step += 1;
+        state.tokens += stats.tokens.max(0) as u64;
+        state.wall_s = wall0 + t_start.elapsed().as_secs_f64();
+        state.optimizer_t = opt.t;
+        let last = state.step == total;
+        let mut validation = None;
+        if (state.step.is_multiple_of(c.eval_every) || last) && !data.valid.is_empty() {
+            let (loss, label_loss) = eval_losses(
+                model,
+                &data.valid,
+                Some(&data.valid_labels),
+                c.batch_size,
+                device,
+            );
+            let v = if c.select_by_labels {
+                label_loss.unwrap_or(loss)
+            } else {
+                loss
+            };
+            let improved = state.best_val.is_none_or(|b| v < b);
+            if improved {
+                state.best_val = Some(v);
+                state.best_step = Some(state.step);
+                hooks
+                    .checkpoint(&Checkpoint {
+                        kind: Snapshot::Best,
+                        state,
+                        optimizer: opt,
+                    })
+                    .map_err(TrainError::Hook)?;
+            }
+            validation = Some(Validation {
+                loss,
+                label_loss,
+                improved,
+            });
+        }
+        hooks.event(Event::Step {
+            stats: &stats,
+            epoch: state.step as f64 / steps_per_epoch as f64,
+            tokens_per_s,
+            validation: validation.as_ref(),
+            state,
+        });
+        if state.step.is_multiple_of(c.checkpoint_every) || last || state.step == stop {
+            hooks
+                .checkpoint(&Checkpoint {
+                    kind: Snapshot::Resume,
+                    state,
+                    optimizer: opt,
+                })
+                .map_err(TrainError::Hook)?;
+        }
+    }
+    Ok(())
 }

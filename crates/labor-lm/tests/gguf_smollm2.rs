@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use labor_lm::{Llama, LlamaConfig, weights};
+use labor_lm::{Llama, LlamaConfig};
+use labor_torch::weights;
 use tch::{Device, Kind, Tensor, nn};
 
 #[test]

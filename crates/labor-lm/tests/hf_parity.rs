@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use labor_lm::{Llama, LlamaConfig, weights};
+use labor_lm::{Llama, LlamaConfig};
+use labor_torch::weights;
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor, nn};
 

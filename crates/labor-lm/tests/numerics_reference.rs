@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use labor_lm::gguf::{GgmlType, dequantize};
-use labor_lm::train::{AdamW, OptimConfig, Schedule};
-use labor_lm::{Llama, LlamaConfig, weights};
+use labor_lm::{Llama, LlamaConfig};
+use labor_torch::optim::{AdamW, OptimConfig, Schedule};
+use labor_torch::weights;
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor, nn};
 

@@ -1,9 +1,17 @@
-//! Training: the loss falls, the schedule is right, and resuming from saved state is exact.
+//! Training: the loss falls, the schedule is right, resuming from saved state is exact, and the
+//! library loop reports, keeps the best and resumes through its hooks.
 
 use std::collections::{BTreeMap, HashMap};
 
-use labor_lm::train::{AdamW, OptimConfig, Schedule, epoch_order, eval_loss, lr_at, train_step};
-use labor_lm::{Llama, LlamaConfig, weights};
+use labor_lm::train::{
+    Checkpoint, Event, LoopConfig, Snapshot, TrainData, TrainError, TrainState, eval_loss, train,
+    train_step,
+};
+use labor_lm::{Llama, LlamaConfig};
+use labor_torch::hooks::Hooks;
+use labor_torch::optim::{AdamW, OptimConfig, Schedule, lr_at};
+use labor_torch::order::epoch_order;
+use labor_torch::weights;
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -260,7 +268,7 @@ fn length_grouped_micro_batches_give_the_same_step() {
     let seqs = data();
     let refs: Vec<&[i64]> = seqs.iter().take(12).map(Vec::as_slice).collect();
     // Grouped: sorted longest first, each micro-batch within the padded-token budget.
-    let grouped = labor_lm::train::length_grouped(refs.clone(), 40);
+    let grouped = labor_torch::order::length_grouped(refs.clone(), 40);
     assert!(grouped.len() > 1, "the budget splits the step");
     let mut flat: Vec<&[i64]> = grouped.iter().flatten().copied().collect();
     assert_eq!(flat.len(), refs.len(), "no sequence lost or repeated");
@@ -303,4 +311,183 @@ fn length_grouped_micro_batches_give_the_same_step() {
         // moves a weight by a small fraction of the step (lr 5e-3 here), never more.
         assert!(d < 1e-4, "{na} differs by {d} after the step");
     }
+}
+
+/// Records the loop's reports and keeps each resume snapshot as bytes (weights and moments).
+#[derive(Default)]
+struct Keep {
+    steps: Vec<(usize, Option<f64>)>,
+    best: Vec<(usize, f64)>,
+    resume: Vec<(TrainState, Vec<u8>, Vec<u8>)>,
+    vs: Option<nn::VarStore>,
+}
+
+impl Hooks<Event<'_>, Checkpoint<'_>> for Keep {
+    fn event(&mut self, e: Event<'_>) {
+        let Event::Step {
+            stats, validation, ..
+        } = e;
+        self.steps.push((stats.step, validation.map(|v| v.loss)));
+    }
+    fn checkpoint(&mut self, ck: &Checkpoint<'_>) -> Result<(), String> {
+        match ck.kind {
+            Snapshot::Best => self.best.push((ck.state.step, ck.state.best_val.unwrap())),
+            Snapshot::Resume => {
+                let w = roundtrip(&weights::named(self.vs.as_ref().unwrap()));
+                self.resume
+                    .push((ck.state.clone(), w, roundtrip(&ck.optimizer.state())));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_training_loop_reports_keeps_the_best_and_resumes_exactly() {
+    let seqs = data();
+    let plan = LoopConfig {
+        optim: optim(),
+        batch_size: 2,
+        grad_accum: 2,
+        micro_batch_tokens: 0,
+        total_steps: 12,
+        seed: 7,
+        eval_every: 3,
+        checkpoint_every: 4,
+        select_by_labels: false,
+    };
+    let td = TrainData {
+        train: seqs[..20].to_vec(),
+        valid: seqs[20..].to_vec(),
+        valid_labels: vec![vec![]; 4],
+    };
+    let fresh = |init: &[u8]| {
+        let (vs, m) = model(5);
+        weights::load_into(&vs, &[("model.safetensors", init)]).unwrap();
+        let opt = AdamW::new(params(&vs));
+        (vs, m, opt)
+    };
+    let (vs0, _) = model(3);
+    let init = roundtrip(&weights::named(&vs0));
+
+    // Straight through.
+    let (vs_a, a, mut opt_a) = fresh(&init);
+    let mut keep_a = Keep {
+        vs: Some(vs_a),
+        ..Default::default()
+    };
+    let mut st_a = TrainState::default();
+    train(
+        &a,
+        &mut opt_a,
+        &plan,
+        &td,
+        &mut st_a,
+        12,
+        Device::Cpu,
+        &mut keep_a,
+    )
+    .unwrap();
+    assert_eq!(st_a.step, 12);
+    let steps: Vec<usize> = keep_a.steps.iter().map(|s| s.0).collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+    let evaluated: Vec<usize> = keep_a
+        .steps
+        .iter()
+        .filter(|s| s.1.is_some())
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(evaluated, [3, 6, 9, 12]);
+    // Each best is lower than the one before, and the state names the last.
+    assert!(
+        keep_a
+            .best
+            .windows(2)
+            .all(|w| w[1].1 < w[0].1 && w[1].0 > w[0].0)
+    );
+    assert_eq!(st_a.best_step, keep_a.best.last().map(|b| b.0));
+    let resumed_at: Vec<usize> = keep_a.resume.iter().map(|r| r.0.step).collect();
+    assert_eq!(resumed_at, [4, 8, 12]);
+
+    // Stopped at step 5 (a snapshot there too), then resumed from that snapshot's bytes alone.
+    let (vs_b, b, mut opt_b) = fresh(&init);
+    let mut keep_b = Keep {
+        vs: Some(vs_b),
+        ..Default::default()
+    };
+    let mut st_b = TrainState::default();
+    train(
+        &b,
+        &mut opt_b,
+        &plan,
+        &td,
+        &mut st_b,
+        5,
+        Device::Cpu,
+        &mut keep_b,
+    )
+    .unwrap();
+    let (st, w, o) = keep_b.resume.pop().unwrap();
+    assert_eq!(st.step, 5);
+    let (vs_c, c, mut opt_c) = fresh(&w);
+    opt_c
+        .load_state(&weights::read_named("o", &o).unwrap(), st.optimizer_t)
+        .unwrap();
+    let mut keep_c = Keep {
+        vs: Some(vs_c),
+        ..Default::default()
+    };
+    let mut st_c = st;
+    train(
+        &c,
+        &mut opt_c,
+        &plan,
+        &td,
+        &mut st_c,
+        12,
+        Device::Cpu,
+        &mut keep_c,
+    )
+    .unwrap();
+    assert_eq!(st_c.best_step, st_a.best_step);
+    assert_eq!(st_c.best_val, st_a.best_val);
+    let va = keep_a.vs.as_ref().unwrap().variables();
+    for (name, tc) in keep_c.vs.as_ref().unwrap().variables() {
+        assert!(va[&name].equal(&tc), "{name} differs after resume");
+    }
+}
+
+#[test]
+fn a_diverging_step_stops_the_loop_before_updating() {
+    let seqs = data();
+    let mut o = optim();
+    o.lr = f64::NAN;
+    let plan = LoopConfig {
+        optim: o,
+        batch_size: 4,
+        grad_accum: 1,
+        micro_batch_tokens: 0,
+        total_steps: 3,
+        seed: 1,
+        eval_every: 1,
+        checkpoint_every: 1,
+        select_by_labels: false,
+    };
+    let td = TrainData {
+        train: seqs.clone(),
+        valid: vec![],
+        valid_labels: vec![],
+    };
+    let (vs, m) = model(4);
+    let mut opt = AdamW::new(params(&vs));
+    let mut st = TrainState::default();
+    let mut keep = Keep {
+        vs: Some(vs),
+        ..Default::default()
+    };
+    // The first step's update is NaN, so the second step's loss is not finite.
+    let e = train(&m, &mut opt, &plan, &td, &mut st, 3, Device::Cpu, &mut keep).unwrap_err();
+    assert!(matches!(e, TrainError::Diverged(_)), "{e}");
+    assert!(e.to_string().contains("at step 2"), "{e}");
+    assert_eq!(st.step, 1);
 }

@@ -16,7 +16,7 @@ use labor_career::train::{Checkpoint, Event, Hooks, TrainState};
 use labor_career::{FitConfig, NetKind, NeuralModel};
 use labor_data::predictions::Predictor;
 use labor_data::{Panel, SplitSpec};
-use labor_lm::runtime::DeviceRequest;
+use labor_torch::runtime::DeviceRequest;
 
 use super::FitArgs;
 use crate::io::{CmdResult, load_panel, write_atomic};
@@ -186,7 +186,7 @@ struct CliHooks<'a> {
     pb: Option<ProgressBar>,
 }
 
-impl Hooks for CliHooks<'_> {
+impl Hooks<Event<'_>, Checkpoint> for CliHooks<'_> {
     fn event(&mut self, e: Event<'_>) {
         match e {
             Event::StageStart {

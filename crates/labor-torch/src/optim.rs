@@ -1,0 +1,190 @@
+//! AdamW with decoupled weight decay over named parameters, and its learning-rate schedule
+//! (linear warm-up, then cosine, linear or constant). Everything a checkpoint needs to resume bit
+//! for bit is plain data or named tensors: the step count and the moments.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// Optimizer and schedule settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default = "cosine")]
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value (0 = no clipping).
+    #[serde(default = "one")]
+    pub grad_clip: f64,
+    /// The lowest learning rate of the decay, as a fraction of `lr`.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+}
+
+fn betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn eps() -> f64 {
+    1e-8
+}
+fn cosine() -> Schedule {
+    Schedule::Cosine
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up to `lr`, then the
+/// schedule down to `min_lr_ratio · lr` at the last step.
+pub fn lr_at(c: &OptimConfig, step: usize, total: usize) -> f64 {
+    if step < c.warmup_steps {
+        return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
+    }
+    let span = total.saturating_sub(c.warmup_steps).max(1) as f64;
+    let x = ((step - c.warmup_steps) as f64 / span).min(1.0);
+    let lo = c.lr * c.min_lr_ratio;
+    match c.schedule {
+        Schedule::Constant => c.lr,
+        Schedule::Linear => lo + (c.lr - lo) * (1.0 - x),
+        Schedule::Cosine => lo + (c.lr - lo) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()),
+    }
+}
+
+/// AdamW over named parameters. Weight decay applies to matrices only (not to norms or biases).
+pub struct AdamW {
+    params: Vec<(String, Tensor)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Optimizer steps taken.
+    pub t: i64,
+}
+
+impl AdamW {
+    /// `params`: the trainable tensors (they must require gradients), by name.
+    pub fn new(params: Vec<(String, Tensor)>) -> Self {
+        let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        Self { params, m, v, t: 0 }
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.params.iter().map(|(_, p)| p.numel()).sum()
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// Global L2 norm of the gradients, then (when `clip > 0`) gradients scaled so that the norm
+    /// is at most `clip`. Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, clip: f64) -> f64 {
+        let sq: Vec<Tensor> = self
+            .params
+            .iter()
+            .filter_map(|(_, p)| {
+                let g = p.grad();
+                g.defined()
+                    .then(|| g.to_kind(Kind::Double).square().sum(Kind::Double))
+            })
+            .collect();
+        if sq.is_empty() {
+            return 0.0;
+        }
+        let norm = Tensor::stack(&sq, 0)
+            .sum(Kind::Double)
+            .sqrt()
+            .double_value(&[]);
+        if clip > 0.0 && norm > clip {
+            let s = clip / (norm + 1e-6);
+            tch::no_grad(|| {
+                for (_, p) in &self.params {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = g.g_mul_scalar_(s);
+                    }
+                }
+            });
+        }
+        norm
+    }
+
+    /// One AdamW update with learning rate `lr`.
+    pub fn step(&mut self, c: &OptimConfig, lr: f64) {
+        self.t += 1;
+        let [b1, b2] = c.betas;
+        let bc1 = 1.0 - b1.powi(self.t as i32);
+        let bc2 = 1.0 - b2.powi(self.t as i32);
+        tch::no_grad(|| {
+            for ((_, p), (m, v)) in self
+                .params
+                .iter_mut()
+                .zip(self.m.iter_mut().zip(&mut self.v))
+            {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if c.weight_decay > 0.0 && p.dim() >= 2 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                }
+                let _ = m.g_mul_scalar_(b1);
+                let _ = m.g_add_(&(&g * (1.0 - b1)));
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.g_add_(&(g.square() * (1.0 - b2)));
+                let denom = (&*v / bc2).sqrt() + c.eps;
+                let _ = p.g_sub_(&((&*m / bc1) / denom * lr));
+            }
+        });
+    }
+
+    /// The moments by parameter name (`m.NAME`, `v.NAME`), for checkpoints.
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        let mut out = BTreeMap::new();
+        for ((name, _), (m, v)) in self.params.iter().zip(self.m.iter().zip(&self.v)) {
+            out.insert(format!("m.{name}"), m.shallow_clone());
+            out.insert(format!("v.{name}"), v.shallow_clone());
+        }
+        out
+    }
+
+    /// Restores the moments saved by [`AdamW::state`] and the step count.
+    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, t: i64) -> Result<(), String> {
+        tch::no_grad(|| {
+            for ((name, _), (m, v)) in self.params.iter().zip(self.m.iter_mut().zip(&mut self.v)) {
+                for (prefix, dst) in [("m", &mut *m), ("v", &mut *v)] {
+                    let src = state
+                        .get(&format!("{prefix}.{name}"))
+                        .ok_or_else(|| format!("the optimizer state lacks {prefix}.{name}"))?;
+                    if src.size() != dst.size() {
+                        return Err(format!(
+                            "optimizer state {prefix}.{name} has the wrong shape"
+                        ));
+                    }
+                    dst.copy_(src);
+                }
+            }
+            Ok(())
+        })?;
+        self.t = t;
+        Ok(())
+    }
+}
