@@ -64,8 +64,107 @@ pub struct EvalArgs {
     /// Report title.
     #[arg(long, default_value = "labor-llm evaluation")]
     pub title: String,
+    /// An ablation table: `NAME=BASELINE,MODEL[,MODEL...]` shows the perplexities of the
+    /// baseline and the ablated models side by side, per dataset (repeatable).
+    #[arg(long, value_name = "NAME=BASELINE,MODEL...")]
+    pub ablation: Vec<String>,
+    /// A note at the top of the report's notes (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Vec<String>,
+    /// A provenance section of the report: a title and a text file shown verbatim, e.g. the
+    /// preset of a reproduction (repeatable).
+    #[arg(long, value_name = "TITLE=FILE")]
+    pub section: Vec<String>,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `NAME=BASELINE,MODEL...` of `--ablation`: the name and the members, baseline first.
+fn parse_ablation(s: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let bad = || {
+        crate::bad!(
+            "--ablation {s:?}: expected NAME=BASELINE,MODEL[,MODEL...] (at least two models)"
+        )
+    };
+    let (name, members) = s.split_once('=').ok_or_else(bad)?;
+    let members: Vec<String> = members.split(',').map(|m| m.trim().to_string()).collect();
+    if name.trim().is_empty() || members.len() < 2 || members.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok((name.trim().to_string(), members))
+}
+
+/// One table per ablation: the baseline and the ablated models, per dataset (t ≥ 2 and all),
+/// from the perplexity table. A member with no predictions is an error.
+pub fn ablation_tables(
+    r: &Report,
+    ablations: &[(String, Vec<String>)],
+) -> anyhow::Result<Vec<Table>> {
+    let Some(ppl) = r.data_tables.iter().find(|t| t.name == "perplexity") else {
+        return Ok(vec![]);
+    };
+    let col = |n: &str| ppl.header.iter().position(|h| h == n).expect("column");
+    let (ds, model, a, t2, ra, rt) = (
+        col("dataset"),
+        col("model"),
+        col("ppl_all"),
+        col("ppl_t2"),
+        col("ratio_all"),
+        col("ratio_t2"),
+    );
+    ablations
+        .iter()
+        .map(|(name, members)| {
+            if let Some(m) = members
+                .iter()
+                .find(|m| !ppl.rows.iter().any(|r| &r[model] == *m))
+            {
+                let mut known: Vec<&str> = ppl.rows.iter().map(|r| r[model].as_str()).collect();
+                known.dedup();
+                return Err(crate::bad!(
+                    "--ablation {name}: no predictions of model {m:?} (models: {})",
+                    known.join(", ")
+                ));
+            }
+            let mut t = Table::new(
+                &format!("ablation_{name}"),
+                &format!("Ablation: {name}"),
+                &[
+                    "dataset",
+                    "model",
+                    "ppl all",
+                    "÷ oracle",
+                    "ppl t ≥ 2",
+                    "÷ oracle (t ≥ 2)",
+                ],
+            );
+            t.caption = format!(
+                "{} against the same fine-tuning without the change.",
+                members[1..].join(", ")
+            );
+            for row in &ppl.rows {
+                if members.contains(&row[model]) {
+                    t.push(vec![
+                        row[ds].clone(),
+                        row[model].clone(),
+                        row[a].clone(),
+                        row[ra].clone(),
+                        row[t2].clone(),
+                        row[rt].clone(),
+                    ]);
+                }
+            }
+            t.rows.sort_by(|x, y| {
+                x[0].cmp(&y[0]).then(
+                    members
+                        .iter()
+                        .position(|m| *m == x[1])
+                        .cmp(&members.iter().position(|m| *m == y[1])),
+                )
+            });
+            Ok(t)
+        })
+        .collect()
 }
 
 fn open(path: &Path) -> anyhow::Result<File> {
@@ -489,7 +588,34 @@ pub fn run(a: &EvalArgs) -> CmdResult {
         println!("forecast: {}", a.out.join("forecast.md").display());
         return Ok(());
     }
+    let ablations = a
+        .ablation
+        .iter()
+        .map(|s| parse_ablation(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sections = a
+        .section
+        .iter()
+        .map(|s| {
+            let (title, file) = s
+                .split_once('=')
+                .ok_or_else(|| crate::bad!("--section {s:?}: expected TITLE=FILE"))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--section {title}: cannot read {file}"))?;
+            Ok((title.to_string(), text))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = build(a)?;
+    let pos = 1.min(report.tables.len());
+    for (i, t) in ablation_tables(&report, &ablations)?
+        .into_iter()
+        .enumerate()
+    {
+        report.tables.insert(pos + i, t);
+    }
+    for (i, n) in a.note.iter().enumerate() {
+        report.notes.insert(i, n.clone());
+    }
     if let Some((table, plot, notes)) = forecast {
         report.tables.push(table);
         report.plots.push(plot);
@@ -499,7 +625,7 @@ pub fn run(a: &EvalArgs) -> CmdResult {
         title: a.title.clone(),
         version: version(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        sections: Vec::new(),
+        sections,
     };
     write_report(&report, &p, &a.out)?;
     println!("{}", report.headline.to_markdown());

@@ -18,8 +18,6 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use labor_eval::Table;
-use labor_eval::report::Provenance;
 use serde::Deserialize;
 
 use crate::io::CmdResult;
@@ -410,6 +408,26 @@ impl Runner {
         fnv(&parts)
     }
 
+    /// Writes the stages so far, with their times, for the report's provenance.
+    fn write_stage_log(&self) -> anyhow::Result<()> {
+        let text: String = self
+            .log
+            .iter()
+            .map(|(n, w, s, c)| {
+                format!(
+                    "{n:<40} {w:<50} {}\n",
+                    if *c {
+                        "cached".to_string()
+                    } else {
+                        format!("{s:.1} s")
+                    }
+                )
+            })
+            .collect();
+        std::fs::write(self.out.join(STAGE_LOG), text)
+            .with_context(|| format!("cannot write {}", self.out.join(STAGE_LOG).display()))
+    }
+
     fn run(&mut self, i: usize, n: usize, s: Stage) -> anyhow::Result<()> {
         let key = self.key(&s);
         let stages = self.out.join("stages");
@@ -417,30 +435,33 @@ impl Runner {
         let started = stages.join(format!("{}.started", s.name));
         self.keys.insert(s.name.clone(), key.clone());
         let label = format!("[{i:>2}/{n}] {}", s.what);
-        if std::fs::read_to_string(&done).is_ok_and(|k| k.trim() == key) {
-            println!("{label}: done before (cached)");
-            self.log.push((s.name, s.what, 0.0, true));
+        let cached = std::fs::read_to_string(&done).is_ok_and(|k| k.trim() == key);
+        if cached {
+            let msg = format!("{label}: done before (cached)");
+            if self.dry_run {
+                eprintln!("{msg}");
+            } else {
+                println!("{msg}");
+                self.log.push((s.name, s.what, 0.0, true));
+            }
             return Ok(());
         }
-        if self.dry_run {
-            println!("{label}: to run\n        labor {}", s.args.join(" "));
-            return Ok(());
-        }
-        std::fs::create_dir_all(&stages)?;
-        let _ = std::fs::remove_file(&done);
+        // The command this stage runs now: an interrupted training stage with the same key
+        // resumes from its last checkpoint; a stale run directory is started over.
         let mut args = s.args.clone();
-        // An interrupted training stage with the same key resumes from its last checkpoint.
+        let mut resuming = None;
         if let Some(run) = &s.run_dir {
             let dir = self.out.join(run);
             let same = std::fs::read_to_string(&started).is_ok_and(|k| k.trim() == key);
             if same && dir.join("checkpoints").is_dir() {
                 args = vec!["train".into(), "--resume".into(), run.clone()];
-                println!("{label}: resuming the interrupted run {run}");
+                resuming = Some(run);
             } else if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove the stale {}", dir.display()))?;
+                args.push("--restart".into());
             }
         }
+        // The files the command reads (run configurations), written in a dry run too, so that
+        // the printed commands run by hand.
         for (f, text) in &s.files {
             let path = self.out.join(f);
             if let Some(d) = path.parent() {
@@ -449,6 +470,23 @@ impl Runner {
             std::fs::write(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        if self.dry_run {
+            // stdout: the command, runnable by hand from anywhere (`-C` names the folder).
+            eprintln!("{label}: to run");
+            let line: Vec<String> = ["labor".to_string(), "-C".to_string()]
+                .into_iter()
+                .chain(std::iter::once(self.out.display().to_string()))
+                .chain(args)
+                .map(|a| shell_quote(&a))
+                .collect();
+            println!("{}", line.join(" "));
+            return Ok(());
+        }
+        if let Some(run) = resuming {
+            println!("{label}: resuming the interrupted run {run}");
+        }
+        std::fs::create_dir_all(&stages)?;
+        let _ = std::fs::remove_file(&done);
         std::fs::write(&started, &key)?;
         let logs = self.out.join("logs");
         std::fs::create_dir_all(&logs)?;
@@ -588,12 +626,9 @@ fn run_toml(
     Ok(toml::to_string(&t)?)
 }
 
+/// The stages in order; the last is the evaluation.
 struct Plan {
     stages: Vec<Stage>,
-    preds: Vec<String>,
-    full: Vec<String>,
-    /// (ablation name, the models it compares: baseline first).
-    ablations: Vec<(String, Vec<String>)>,
 }
 
 /// The table `[key]` of preset sections, created when absent.
@@ -649,9 +684,9 @@ fn panel_list(p: &Preset, worlds: &[&String]) -> toml::Value {
     )
 }
 
-fn plan(p: &Preset) -> anyhow::Result<Plan> {
+fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Plan> {
     let mut stages = Vec::new();
-    let (mut preds, mut full) = (Vec::new(), Vec::new());
+    let (mut preds, mut full): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let (surveys, pretrain) = roles(p);
     let panel = |w: &str| panel_path(p, w);
     let dep = |w: &str| data_stage(p, w);
@@ -1006,83 +1041,115 @@ fn plan(p: &Preset) -> anyhow::Result<Plan> {
             }
         }
     }
-    Ok(Plan {
-        stages,
-        preds,
-        full,
-        ablations,
-    })
+    // The last stage: `labor eval` over every prediction file, with the oracle of each survey
+    // world, the ablation tables, and the preset and stage log in the provenance.
+    let worlds: Vec<&String> = surveys
+        .iter()
+        .filter(|w| p.worlds.contains_key(w.as_str()))
+        .copied()
+        .collect();
+    let mut args = strs(&["eval", "--preds"]);
+    args.extend(preds.iter().cloned());
+    if !full.is_empty() {
+        args.push("--full".into());
+        args.extend(full.iter().cloned());
+    }
+    if !worlds.is_empty() {
+        args.push("--oracle".into());
+        args.extend(worlds.iter().map(|w| format!("worlds/{w}/oracle.parquet")));
+    }
+    let full_oracle: Vec<String> = worlds
+        .iter()
+        .filter(|w| p.worlds[w.as_str()].full_oracle)
+        .map(|w| format!("worlds/{w}/oracle_full.parquet"))
+        .collect();
+    if !full_oracle.is_empty() {
+        args.push("--oracle-full".into());
+        args.extend(full_oracle);
+    }
+    args.push("--panel".into());
+    args.extend(surveys.iter().map(|w| panel(w)));
+    args.extend(tax.iter().cloned());
+    args.extend(strs(&["--split", "test"]));
+    if p.eval.weighted {
+        args.push("--weighted".into());
+    }
+    args.extend(strs(&[
+        "--bootstrap",
+        &p.eval.bootstrap.to_string(),
+        "--seed",
+        &p.eval.seed.to_string(),
+        "--min-cell",
+        "30",
+        "--title",
+        title,
+    ]));
+    for (name, members) in &ablations {
+        args.push("--ablation".into());
+        args.push(format!("{name}={}", members.join(",")));
+    }
+    let user: Vec<&str> = surveys
+        .iter()
+        .filter(|w| p.panels.contains_key(w.as_str()))
+        .map(|w| w.as_str())
+        .collect();
+    if !user.is_empty() {
+        args.push("--note".into());
+        args.push(format!(
+            "No oracle for {}: a user panel has no known truth, so its models are compared \
+             with each other, not with the best possible.",
+            user.join(", ")
+        ));
+    }
+    args.extend(strs(&[
+        "--section",
+        "Preset=preset.toml",
+        "--section",
+        &format!("Stages={STAGE_LOG}"),
+        "--out",
+        "report",
+    ]));
+    let deps = stages.iter().map(|s| s.name.clone()).collect();
+    stages.push(Stage {
+        name: "eval".into(),
+        what: "evaluate and write the report".into(),
+        args,
+        deps,
+        run_dir: None,
+        files: vec![("preset.toml".into(), preset_text.to_string())],
+        inputs: vec![],
+    });
+    Ok(Plan { stages })
 }
 
-/// One table per ablation: the baseline and the ablated model, per dataset (t ≥ 2 and all).
-fn ablation_tables(r: &labor_eval::Report, ablations: &[(String, Vec<String>)]) -> Vec<Table> {
-    let Some(ppl) = r.data_tables.iter().find(|t| t.name == "perplexity") else {
-        return vec![];
-    };
-    let col = |n: &str| ppl.header.iter().position(|h| h == n).expect("column");
-    let (ds, model, a, t2, ra, rt) = (
-        col("dataset"),
-        col("model"),
-        col("ppl_all"),
-        col("ppl_t2"),
-        col("ratio_all"),
-        col("ratio_t2"),
-    );
-    ablations
-        .iter()
-        .map(|(name, members)| {
-            let mut t = Table::new(
-                &format!("ablation_{name}"),
-                &format!("Ablation: {name}"),
-                &[
-                    "dataset",
-                    "model",
-                    "ppl all",
-                    "÷ oracle",
-                    "ppl t ≥ 2",
-                    "÷ oracle (t ≥ 2)",
-                ],
-            );
-            t.caption = format!(
-                "{} against the same fine-tuning without the change.",
-                members[1..].join(", ")
-            );
-            for row in &ppl.rows {
-                if members.contains(&row[model]) {
-                    t.push(vec![
-                        row[ds].clone(),
-                        row[model].clone(),
-                        row[a].clone(),
-                        row[ra].clone(),
-                        row[t2].clone(),
-                        row[rt].clone(),
-                    ]);
-                }
-            }
-            t.rows.sort_by(|x, y| {
-                x[0].cmp(&y[0]).then(
-                    members
-                        .iter()
-                        .position(|m| *m == x[1])
-                        .cmp(&members.iter().position(|m| *m == y[1])),
-                )
-            });
-            t
-        })
-        .collect()
-}
+/// The stage log the report shows (written before the evaluation stage; not part of its key,
+/// since it holds timings).
+const STAGE_LOG: &str = "stages.txt";
 
 pub fn run(a: &ReproduceArgs) -> CmdResult {
     let (preset, text) = load_preset(&a.preset)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
-    let plan = plan(&preset)?;
+    let title = format!("labor-llm reproduction: preset {}", a.preset);
+    let plan = plan(&preset, &title, &text)?;
+    // Every stage is a `labor` command: its arguments parse with the command line's own
+    // definitions, or the plan is a bug.
+    for s in &plan.stages {
+        crate::cli::parse_args(&s.args).map_err(|e| {
+            anyhow!(
+                "internal error: stage {} is not a valid labor command (labor {}): {e}",
+                s.name,
+                s.args.join(" ")
+            )
+        })?;
+    }
     let exe = std::env::current_exe().context("cannot locate the labor executable")?;
-    println!(
+    // A dry run prints only the commands on stdout; what it says about them goes to stderr.
+    let head = format!(
         "reproduce {}: {} stages into {}{}",
         a.preset,
-        plan.stages.len() + 1,
+        plan.stages.len(),
         out.display(),
         if preset.description.is_empty() {
             String::new()
@@ -1090,6 +1157,11 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
             format!("\n  {}", preset.description)
         }
     );
+    if a.dry_run {
+        eprintln!("{head}");
+    } else {
+        println!("{head}");
+    }
     std::fs::write(out.join("preset.toml"), &text)?;
     let t0 = Instant::now();
     let build = std::fs::read(&exe)
@@ -1108,101 +1180,35 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
         log: Vec::new(),
         dry_run: a.dry_run,
     };
-    let n = plan.stages.len() + 1;
+    let n = plan.stages.len();
     for (i, s) in plan.stages.into_iter().enumerate() {
+        if i + 1 == n && !a.dry_run {
+            r.write_stage_log()?;
+        }
         r.run(i + 1, n, s)?;
     }
     if a.dry_run {
         return Ok(());
     }
-    // Evaluation, in process.
-    let t1 = Instant::now();
-    let (surveys, _) = roles(&preset);
-    // The oracle exists for synthetic worlds only.
-    let worlds: Vec<&&String> = surveys
-        .iter()
-        .filter(|w| preset.worlds.contains_key(**w))
-        .collect();
-    let ea = crate::eval::EvalArgs {
-        preds: plan.preds.iter().map(|p| out.join(p)).collect(),
-        forecast: Vec::new(),
-        forecast_truth: None,
-        full: plan.full.iter().map(|p| out.join(p)).collect(),
-        oracle: worlds
-            .iter()
-            .map(|w| out.join(format!("worlds/{w}/oracle.parquet")))
-            .collect(),
-        oracle_full: worlds
-            .iter()
-            .filter(|w| preset.worlds[w.as_str()].full_oracle)
-            .map(|w| out.join(format!("worlds/{w}/oracle_full.parquet")))
-            .collect(),
-        panel: surveys
-            .iter()
-            .map(|w| out.join(panel_path(&preset, w)))
-            .collect(),
-        input: crate::io::PanelInput {
-            taxonomy: custom_taxonomy(&preset).map(PathBuf::from),
-            add_unknown_labels: false,
-            from: None,
-            dataset: "career".into(),
-        },
-        split: "test".into(),
-        weighted: preset.eval.weighted,
-        bootstrap: preset.eval.bootstrap,
-        seed: preset.eval.seed,
-        min_cell: 30,
-        title: format!("labor-llm reproduction: preset {}", a.preset),
-        out: out.join("report"),
-    };
-    let mut report = crate::eval::build(&ea)?;
-    let user: Vec<&str> = surveys
-        .iter()
-        .filter(|w| preset.panels.contains_key(**w))
-        .map(|w| w.as_str())
-        .collect();
-    if !user.is_empty() {
-        report.notes.insert(
-            0,
-            format!(
-                "No oracle for {}: a user panel has no known truth, so its models are compared \
-                 with each other, not with the best possible.",
-                user.join(", ")
-            ),
-        );
+    // The evaluation's own output: the headline table and its notes.
+    let log = std::fs::read_to_string(out.join("logs/eval.log")).unwrap_or_default();
+    println!();
+    for line in log.lines().skip(1).filter(|l| !l.starts_with("report: ")) {
+        println!("{line}");
     }
-    let abl = ablation_tables(&report, &plan.ablations);
-    let pos = 1.min(report.tables.len());
-    for (i, t) in abl.into_iter().enumerate() {
-        report.tables.insert(pos + i, t);
-    }
-    let stages_text: String = r
-        .log
-        .iter()
-        .map(|(n, w, s, c)| {
-            format!(
-                "{n:<40} {w:<50} {}\n",
-                if *c {
-                    "cached".to_string()
-                } else {
-                    format!("{s:.1} s")
-                }
-            )
-        })
-        .collect();
-    let prov = Provenance {
-        title: ea.title.clone(),
-        version: crate::eval::version(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        sections: vec![("Preset".into(), text), ("Stages".into(), stages_text)],
-    };
-    crate::eval::write_report(&report, &prov, &ea.out)?;
-    println!(
-        "[{n:>2}/{n}] evaluate and write the report: {:.1} s",
-        t1.elapsed().as_secs_f64()
-    );
-    println!("\n{}", report.headline.to_markdown());
     println!("finished in {:.1} s", t0.elapsed().as_secs_f64());
-    println!("report: {}", ea.out.join("report.html").display());
+    println!("report: {}", out.join("report/report.html").display());
     Ok(())
+}
+
+/// Quotes an argument for a POSIX shell when it needs it.
+fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
 }

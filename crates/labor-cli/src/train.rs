@@ -40,6 +40,9 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last complete checkpoint.
     #[arg(long, conflicts_with_all = ["config", "out"])]
     pub resume: Option<PathBuf>,
+    /// Start over when `--out` already holds a run: its previous contents are removed first.
+    #[arg(long, requires = "out")]
+    pub restart: bool,
     /// Stop after this many optimizer steps in this invocation (the run stays resumable).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -467,8 +470,8 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             let c: RunConfig = toml::Value::Table(doc)
                 .try_into()
                 .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", cfg.display()))))?;
-            if out.join("config.toml").exists() {
-                return Err(anyhow!("{} already holds a run: continue it with --resume {0}, or choose another --out", out.display()).into());
+            if out.join("config.toml").exists() && !a.restart {
+                return Err(anyhow!("{} already holds a run: continue it with --resume {0}, start over with --restart, or choose another --out", out.display()).into());
             }
             (out.clone(), c, false)
         }
@@ -477,6 +480,20 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     // One `labor train` per run directory at a time (a second `--resume` would interleave
     // checkpoints).
     let _lock = crate::io::lock_dir(&dir, "`labor train`")?;
+    if a.restart && !resuming {
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.file_name().is_some_and(|n| n == ".lock") {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("--restart: cannot remove {}", path.display()))?;
+        }
+    }
     let mut c = config;
     let lora = match c.method.kind.as_str() {
         "full" => None,

@@ -955,6 +955,28 @@ fn train_resumes_exactly_after_a_stop_and_after_kill_9() {
     // Clear errors: an existing run directory, an unknown key, a bad override.
     let o = labor(&["train", "--config", p(&cfg), "--out", p(&a)]);
     assert!(text(&o).1.contains("already holds a run"), "{:?}", text(&o));
+    // `--restart` starts over in the same directory: nothing of the earlier run is left.
+    let before = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert!(before.lines().count() > 1);
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&a),
+        "--restart",
+        "--stop-after",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let after = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert_eq!(after.lines().count(), 1, "{after}");
+    assert!(!a.join("final").exists() && !a.join("best").exists());
+    let cks: Vec<_> = std::fs::read_dir(a.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(cks, ["step-0000001"]);
     let o = labor(&[
         "train",
         "--config",
@@ -2556,10 +2578,14 @@ bootstrap = 20
         ])
         .output()
         .unwrap();
-    let so = text(&o).0;
+    let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(
-        so.contains("read panel ext") && !so.contains("cached"),
+        se.contains("read panel ext") && !se.contains("cached"),
+        "{se}"
+    );
+    assert!(
+        so.lines().count() > 5 && so.lines().all(|l| l.starts_with("labor -C ")),
         "{so}"
     );
     let panel = d.join("panel.csv");
@@ -2574,9 +2600,9 @@ bootstrap = 20
         p(&out),
         "--dry-run",
     ]);
-    let so = text(&o).0;
-    let line = so.lines().find(|l| l.contains("read panel ext")).unwrap();
-    assert!(line.ends_with("to run"), "{so}");
+    let se = text(&o).1;
+    let line = se.lines().find(|l| l.contains("read panel ext")).unwrap();
+    assert!(line.ends_with("to run"), "{se}");
     // A preset naming a missing panel file is invalid input.
     std::fs::write(&preset, "[panels.x]\npath = \"nope.csv\"\n").unwrap();
     let o = labor(&["reproduce", "--preset", p(&preset), "--out", p(&out)]);
@@ -2746,7 +2772,7 @@ fn example_panel_preset_plans_every_model_on_the_committed_panel() {
         p(dir.path()),
         "--dry-run",
     ]);
-    let so = text(&o).0;
+    let se = text(&o).1;
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     for m in [
         "read panel example",
@@ -2757,7 +2783,7 @@ fn example_panel_preset_plans_every_model_on_the_committed_panel() {
         "score career-pretrained on example",
         "score lm-ft on example",
     ] {
-        assert!(so.contains(m), "{m} missing:\n{so}");
+        assert!(se.contains(m), "{m} missing:\n{se}");
     }
 }
 
@@ -3623,4 +3649,122 @@ fn serve_answers_the_api_refuses_bad_input_and_the_page_works_in_chromium() {
         "{} bytes",
         png.len()
     );
+}
+
+/// `labor reproduce` redoes exactly the stages that depend on an input whose contents changed:
+/// two user panels, a comparison model per panel and one language model fine-tuned on both. A
+/// new modification time alone redoes nothing. `--dry-run` prints only `labor` command lines,
+/// and each runs by hand.
+#[test]
+fn reproduce_redoes_exactly_the_stages_that_depend_on_a_changed_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (panel, _) = few_covariates_panel(d);
+    let panel_b = d.join("panel_b.csv");
+    let csv = std::fs::read_to_string(&panel).unwrap();
+    std::fs::write(&panel_b, csv.replace("\nEXT,", "\nEXB,")).unwrap();
+    let preset = d.join("two.toml");
+    std::fs::write(
+        &preset,
+        r#"
+score_persons = 12
+[panels.a]
+path = "panel.csv"
+taxonomy = "taxonomy.csv"
+[panels.b]
+path = "panel_b.csv"
+taxonomy = "taxonomy.csv"
+[comparison]
+models = ["markov1"]
+[lm]
+untuned = false
+[lm.finetune.model]
+vocab_size = 400
+[lm.finetune.model.scratch]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+max_position_embeddings = 1024
+[lm.finetune.optim]
+lr = 3e-3
+[lm.finetune.train]
+total_steps = 2
+batch_size = 2
+eval_every = 2
+eval_texts = 4
+[eval]
+bootstrap = 10
+"#,
+    )
+    .unwrap();
+    let out = d.join("out");
+    let reproduce = |extra: &[&str]| {
+        let mut args = vec!["reproduce", "--preset", p(&preset), "--out", p(&out)];
+        args.extend(extra);
+        let o = labor(&args);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        text(&o)
+    };
+    // The stages a dry run would run (their descriptions), and its stdout.
+    let to_run = || {
+        let (so, se) = reproduce(&["--dry-run"]);
+        let names: Vec<String> = se
+            .lines()
+            .filter_map(|l| l.strip_suffix(": to run"))
+            .map(|l| l.split_once("] ").unwrap().1.to_string())
+            .collect();
+        (names, so)
+    };
+    let (first, so) = to_run();
+    assert_eq!(first.len(), 10, "{first:?}");
+    assert_eq!(so.lines().count(), 10, "{so}");
+    reproduce(&[]);
+    let (names, so) = to_run();
+    assert!(names.is_empty() && so.is_empty(), "{names:?}\n{so}");
+    // The same bytes written again: a new modification time, nothing to redo.
+    std::fs::write(&panel_b, std::fs::read(&panel_b).unwrap()).unwrap();
+    let (names, so) = to_run();
+    assert!(names.is_empty() && so.is_empty(), "{names:?}\n{so}");
+    // One person more in panel b: its stages, the pooled LM's and the report, nothing of a's.
+    let mut csv = std::fs::read_to_string(&panel_b).unwrap();
+    csv += "EXB,999,2001,W1,male,NA\nEXB,999,2002,T1,male,NA\n";
+    std::fs::write(&panel_b, csv).unwrap();
+    let (names, so) = to_run();
+    let want = [
+        format!("read panel b ({})", p(&panel_b)),
+        "fit markov1 on b".into(),
+        "score markov1 on b".into(),
+        "fine-tune lm-ft on a+b".into(),
+        "score lm-ft on a".into(),
+        "score lm-ft on b".into(),
+        "evaluate and write the report".into(),
+    ];
+    assert_eq!(names, want);
+    // Each printed line is a `labor` command; run in order by hand, they redo the study.
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{so}");
+    for l in &lines {
+        let rest = l.strip_prefix("labor -C ").expect("a labor command line");
+        let o = Command::new("sh")
+            .args([
+                "-c",
+                &format!("'{}' -C {rest}", env!("CARGO_BIN_EXE_labor")),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{l}: {:?}", text(&o));
+    }
+    let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(md.contains("No oracle for a, b"), "{md:.1500}");
+    // The reproduction itself redoes the same stages and no other.
+    let (so, _) = reproduce(&[]);
+    let redone: Vec<&str> = so
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.contains("(cached)"))
+        .collect();
+    assert_eq!(redone.len(), want.len(), "{so}");
+    for (l, w) in redone.iter().zip(&want) {
+        assert!(l.contains(w.as_str()), "{l} is not {w}");
+    }
 }
