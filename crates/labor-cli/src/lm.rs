@@ -663,30 +663,30 @@ pub fn import_gguf(
     allow_rope_freqs: bool,
 ) -> anyhow::Result<()> {
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    // The header is parsed once: the index holds the metadata.
+    let index = labor_gguf::read_index(&mut r).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     // The tokenizer first: a pre-tokenizer we cannot reproduce fails before the long import.
-    let meta = labor_text::gguf::read_metadata(BufReader::new(f))
-        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let tok = labor_text::gguf::tokenizer_from_metadata(&meta, pre_tokenizer)
+    let tok = labor_text::gguf::tokenizer_from_metadata(&index.metadata, pre_tokenizer)
         .map_err(|e| InvalidInput(format!("{}: tokenizer: {e}", file.display())))?;
     let tok_json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
-    let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
     let pb = ProgressBar::new(0);
     pb.set_style(
         ProgressStyle::with_template("importing tensors {pos}/{len} [{bar:30}] ({eta})")
             .expect("template")
             .progress_chars("=> "),
     );
-    let (cfg, tensors) = labor_lm::gguf::import_llama_with(&mut r, allow_rope_freqs, |i, n| {
-        pb.set_length(n as u64);
-        pb.set_position(i as u64);
-    })
-    .map_err(|e| match e {
-        labor_lm::gguf::GgufImportError::RopeFreqs => {
-            anyhow!(InvalidInput(format!("{}: {e}", file.display())))
-        }
-        e => anyhow!("{}: {e}", file.display()),
-    })?;
+    let (cfg, tensors) =
+        labor_lm::gguf::import_llama_indexed(&mut r, &index, allow_rope_freqs, |i, n| {
+            pb.set_length(n as u64);
+            pb.set_position(i as u64);
+        })
+        .map_err(|e| match e {
+            labor_gguf::GgufError::RopeFreqs => {
+                anyhow!(InvalidInput(format!("{}: {e}", file.display())))
+            }
+            e => anyhow!("{}: {e}", file.display()),
+        })?;
     pb.finish_and_clear();
     let named: std::collections::BTreeMap<String, tch::Tensor> = tensors
         .into_iter()

@@ -160,16 +160,16 @@ pub fn toml_configs(data: &[u8]) -> usize {
 /// index, every tensor's dequantization, and the Llama import (`labor lm import-gguf`).
 pub fn gguf(data: &[u8]) -> usize {
     let mut ok = 0;
-    if let Ok(m) = labor_text::gguf::read_metadata(data) {
+    if let Ok(m) = labor_gguf::read_metadata(data) {
         ok += 1;
         ok += usize::from(labor_text::gguf::tokenizer_from_metadata(&m, None).is_ok());
         ok += usize::from(labor_text::gguf::tokenizer_from_metadata(&m, Some("llama-bpe")).is_ok());
     }
     let mut c = Cursor::new(data);
-    if let Ok(index) = labor_lm::gguf::read_index(&mut c) {
+    if let Ok(index) = labor_gguf::read_index(&mut c) {
         ok += 1;
         for info in &index.tensors {
-            ok += usize::from(labor_lm::gguf::read_tensor(&mut c, &index, info).is_ok());
+            ok += usize::from(labor_gguf::read_tensor(&mut c, &index, info).is_ok());
         }
     }
     ok += usize::from(

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use labor_lm::gguf::{GgmlType, dequantize};
+use labor_gguf::{GgmlType, dequantize};
 use labor_lm::{Llama, LlamaConfig};
 use labor_torch::optim::{AdamW, OptimConfig, Schedule};
 use labor_torch::weights;
