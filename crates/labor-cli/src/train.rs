@@ -406,46 +406,6 @@ fn scratch_tokenizer(
     Ok(tok)
 }
 
-/// Adds one trainable embedding and output row per label (ids of the tokenizer's label tokens)
-/// to `model`, in `store`, initialised from each title's tokens under the same tokenizer.
-fn add_label_rows(
-    model: &mut Llama,
-    store: &VarStore,
-    tok: &tokenizers::Tokenizer,
-    renderer: &Renderer,
-    taxonomy: &labor_data::Taxonomy,
-    init: labor_lm::model::LabelInit,
-) -> anyhow::Result<()> {
-    let ids = labor_text::tokenize::label_marker_ids(tok, &renderer.continuations())
-        .map_err(|e| anyhow!("tokenizer.json: {e}"))?
-        .ok_or_else(|| anyhow!("the run's tokenizer has no label tokens"))?;
-    let titles = taxonomy
-        .ids()
-        .map(|id| {
-            Ok(tok
-                .encode(format!(" {}", renderer.title(id)), false)
-                .map_err(|e| anyhow!("{e}"))?
-                .get_ids()
-                .iter()
-                .map(|&i| i as i64)
-                .collect::<Vec<i64>>())
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (embed, head) = model
-        .label_rows_init(&titles, init)
-        .map_err(|e| anyhow!(e))?;
-    model
-        .add_label_rows(&store.root(), ids[0] as i64, &embed, &head)
-        .map_err(|e| anyhow!(e))?;
-    eprintln!(
-        "label tokens: {} added tokens (ids {}..{}), their rows initialised from the titles' tokens",
-        ids.len(),
-        ids[0],
-        ids[0] as usize + ids.len()
-    );
-    Ok(())
-}
-
 pub fn run(a: &TrainArgs) -> CmdResult {
     let run_t0 = Instant::now();
     let (dir, config, resuming) = match (&a.resume, &a.config, &a.out) {
@@ -730,14 +690,20 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     }
     let train_vs = if lora.is_some() { &avs } else { &vs };
     if base_label_tokens {
-        add_label_rows(
+        let (first, n) = labor_lm::train::add_label_rows(
             &mut model,
             train_vs,
             &tokenizer,
             &renderer,
             &panel.taxonomy,
             c.model.label_init,
-        )?;
+        )
+        .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
+        eprintln!(
+            "label tokens: {n} added tokens (ids {first}..{}), their rows initialised from the \
+             titles' tokens",
+            first + n
+        );
     }
     let bf16 = match c.train.precision.as_str() {
         "auto" => device != tch::Device::Cpu,

@@ -418,3 +418,34 @@ pub fn train(
     }
     Ok(())
 }
+
+/// Adds one trainable embedding and output row per label (the ids of the tokenizer's label
+/// tokens) to `model`, in `store`, each initialised from its title's tokens under the same
+/// tokenizer. Returns the first label token's id and the number of label tokens.
+pub fn add_label_rows(
+    model: &mut Llama,
+    store: &tch::nn::VarStore,
+    tok: &tokenizers::Tokenizer,
+    renderer: &labor_text::Renderer,
+    taxonomy: &labor_data::Taxonomy,
+    init: crate::model::LabelInit,
+) -> Result<(usize, usize), String> {
+    let ids = labor_text::tokenize::label_marker_ids(tok, &renderer.continuations())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the run's tokenizer has no label tokens".to_string())?;
+    let titles = taxonomy
+        .ids()
+        .map(|id| {
+            Ok(tok
+                .encode(format!(" {}", renderer.title(id)), false)
+                .map_err(|e| e.to_string())?
+                .get_ids()
+                .iter()
+                .map(|&i| i as i64)
+                .collect::<Vec<i64>>())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let (embed, head) = model.label_rows_init(&titles, init)?;
+    model.add_label_rows(&store.root(), ids[0] as i64, &embed, &head)?;
+    Ok((ids[0] as usize, ids.len()))
+}
