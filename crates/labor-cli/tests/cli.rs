@@ -2493,6 +2493,20 @@ fn few_covariates_panel(d: &Path) -> (PathBuf, PathBuf) {
     (panel, tax)
 }
 
+/// A tiny from-scratch language model for the user-panel presets (the `[lm]` table's model and
+/// optimizer; each preset sets its own steps).
+const TINY_LM: &str = "[lm.finetune.model]
+vocab_size = 400
+[lm.finetune.model.scratch]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+max_position_embeddings = 1024
+[lm.finetune.optim]
+lr = 3e-3
+";
+
 /// `labor reproduce` on a user panel (no world): a two-occupation taxonomy with few covariates
 /// runs the whole study; the report has every model, no oracle, and says why; an edit of the
 /// panel file is noticed (its stage runs again).
@@ -2504,7 +2518,8 @@ fn reproduce_runs_the_study_on_a_user_panel_with_two_occupations() {
     let preset = d.join("study.toml");
     std::fs::write(
         &preset,
-        r#"
+        format!(
+            r#"
 description = "two occupations, few covariates"
 score_persons = 12
 [panels.ext]
@@ -2517,16 +2532,6 @@ mnl = ["--lambdas", "1e-3"]
 bag-of-jobs = ["--width", "8", "--epochs", "2"]
 [lm]
 untuned = false
-[lm.finetune.model]
-vocab_size = 400
-[lm.finetune.model.scratch]
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-max_position_embeddings = 1024
-[lm.finetune.optim]
-lr = 3e-3
 [lm.finetune.train]
 total_steps = 4
 batch_size = 2
@@ -2534,7 +2539,8 @@ eval_every = 2
 eval_texts = 4
 [eval]
 bootstrap = 20
-"#,
+{TINY_LM}"#
+        ),
     )
     .unwrap();
     let out = d.join("out");
@@ -3666,7 +3672,8 @@ fn reproduce_redoes_exactly_the_stages_that_depend_on_a_changed_input() {
     let preset = d.join("two.toml");
     std::fs::write(
         &preset,
-        r#"
+        format!(
+            r#"
 score_persons = 12
 [panels.a]
 path = "panel.csv"
@@ -3678,16 +3685,6 @@ taxonomy = "taxonomy.csv"
 models = ["markov1"]
 [lm]
 untuned = false
-[lm.finetune.model]
-vocab_size = 400
-[lm.finetune.model.scratch]
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-max_position_embeddings = 1024
-[lm.finetune.optim]
-lr = 3e-3
 [lm.finetune.train]
 total_steps = 2
 batch_size = 2
@@ -3695,7 +3692,8 @@ eval_every = 2
 eval_texts = 4
 [eval]
 bootstrap = 10
-"#,
+{TINY_LM}"#
+        ),
     )
     .unwrap();
     let out = d.join("out");
