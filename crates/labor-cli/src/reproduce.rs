@@ -626,11 +626,6 @@ fn run_toml(
     Ok(toml::to_string(&t)?)
 }
 
-/// The stages in order; the last is the evaluation.
-struct Plan {
-    stages: Vec<Stage>,
-}
-
 /// The table `[key]` of preset sections, created when absent.
 fn subtable<'a>(t: &'a mut toml::Table, key: &str) -> anyhow::Result<&'a mut toml::Table> {
     t.entry(key)
@@ -684,7 +679,8 @@ fn panel_list(p: &Preset, worlds: &[&String]) -> toml::Value {
     )
 }
 
-fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Plan> {
+/// The stages in order; the last is the evaluation.
+fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>> {
     let mut stages = Vec::new();
     let (mut preds, mut full): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let (surveys, pretrain) = roles(p);
@@ -1119,7 +1115,7 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Plan> {
         files: vec![("preset.toml".into(), preset_text.to_string())],
         inputs: vec![],
     });
-    Ok(Plan { stages })
+    Ok(stages)
 }
 
 /// The stage log the report shows (written before the evaluation stage; not part of its key,
@@ -1132,10 +1128,10 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
     let title = format!("labor-llm reproduction: preset {}", a.preset);
-    let plan = plan(&preset, &title, &text)?;
+    let stages = plan(&preset, &title, &text)?;
     // Every stage is a `labor` command: its arguments parse with the command line's own
     // definitions, or the plan is a bug.
-    for s in &plan.stages {
+    for s in &stages {
         crate::cli::parse_args(&s.args).map_err(|e| {
             anyhow!(
                 "internal error: stage {} is not a valid labor command (labor {}): {e}",
@@ -1149,7 +1145,7 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
     let head = format!(
         "reproduce {}: {} stages into {}{}",
         a.preset,
-        plan.stages.len(),
+        stages.len(),
         out.display(),
         if preset.description.is_empty() {
             String::new()
@@ -1180,8 +1176,8 @@ pub fn run(a: &ReproduceArgs) -> CmdResult {
         log: Vec::new(),
         dry_run: a.dry_run,
     };
-    let n = plan.stages.len();
-    for (i, s) in plan.stages.into_iter().enumerate() {
+    let n = stages.len();
+    for (i, s) in stages.into_iter().enumerate() {
         if i + 1 == n && !a.dry_run {
             r.write_stage_log()?;
         }
