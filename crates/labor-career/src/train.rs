@@ -303,6 +303,9 @@ pub fn train(
             schedule: Schedule::Constant,
             grad_clip: c.grad_clip,
             min_lr_ratio: 0.0,
+            lr_label_rows: None,
+            lr_lora: None,
+            lr_base: None,
         };
         let mut opt = AdamW::new(trainable(net));
         let mut best = match resumed.take() {

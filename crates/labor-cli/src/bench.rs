@@ -143,6 +143,9 @@ fn train(a: &BenchTrainArgs) -> CmdResult {
         schedule: Schedule::Constant,
         grad_clip: 1.0,
         min_lr_ratio: 0.0,
+        lr_label_rows: None,
+        lr_lora: None,
+        lr_base: None,
     };
     // Fixed pseudo-random token ids (SplitMix64), identical in the Python reference.
     let vocab = m.model.config.vocab_size as u64;

@@ -15,8 +15,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use labor_data::{Panel, Person, Split, SplitSpec};
 use labor_lm::train::{
-    Checkpoint, Event, LoopConfig, Snapshot, TrainData, TrainState, label_token_indices,
-    tokenize_texts,
+    Checkpoint, Event, LoopConfig, Snapshot, TrainData, TrainState, tokenize_rendered,
 };
 use labor_lm::{Llama, LoraConfig};
 use labor_text::{Renderer, Switches, Template};
@@ -220,9 +219,20 @@ pub struct TrainSection {
     /// optimizer, matrix products and attention in bf16).
     #[serde(default = "auto")]
     pub precision: String,
-    /// Which validation loss picks `best/`: `labels` (the mean loss of the label-continuation
-    /// tokens only: what scoring measures) or `all` (every token, header and years included).
-    #[serde(default = "labels")]
+    /// What a step minimizes: `text` (the next-token loss on every token, the paper's recipe),
+    /// `labels` (the next-token loss at the label-continuation tokens only) or `label-softmax`
+    /// (the cross-entropy of the exact K-way softmax over the label set at each label position;
+    /// needs label tokens).
+    #[serde(default)]
+    pub objective: labor_lm::train::Objective,
+    /// With `labels` or `label-softmax`: plus this weight times the text loss.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub text_loss_weight: f64,
+    /// Which validation loss picks `best/`: `objective` (default: `label-softmax` under that
+    /// objective, else `labels`), `labels` (the mean loss of the label-continuation tokens),
+    /// `label-softmax` (the K-way loss: minus the mean normalized log-probability of the true
+    /// label) or `all` (every token, header and years included).
+    #[serde(default = "objective")]
     pub select: String,
     /// Residual dropout while training (embeddings and every block's output); 0: none. A
     /// regularizer for small surveys: scoring never drops anything.
@@ -230,8 +240,8 @@ pub struct TrainSection {
     pub dropout: f64,
 }
 
-fn labels() -> String {
-    "labels".into()
+fn objective() -> String {
+    "objective".into()
 }
 
 fn one_f() -> f64 {
@@ -321,12 +331,12 @@ fn template_of(c: &RunConfig) -> anyhow::Result<Template> {
         .map_err(|e| anyhow!(crate::io::InvalidInput(format!("{}: {e}", c.data.template))))
 }
 
-fn texts(panel: &Panel, r: &Renderer, spec: &SplitSpec, split: Split) -> Vec<String> {
+fn texts(panel: &Panel, r: &Renderer, spec: &SplitSpec, split: Split) -> Vec<labor_text::Rendered> {
     panel
         .persons
         .iter()
         .filter(|p: &&Person| p.split_or(spec) == split)
-        .map(|p| r.render(p, &panel.taxonomy).text)
+        .map(|p| r.render(p, &panel.taxonomy))
         .collect()
 }
 
@@ -556,12 +566,38 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         .take(c.train.eval_texts)
         .map(|p| renderer.render(p, &panel.taxonomy))
         .collect();
-    let valid_texts: Vec<String> = valid_rendered.iter().map(|r| r.text.clone()).collect();
-    let by_labels = match c.train.select.as_str() {
-        "labels" => true,
-        "all" => false,
+    let loss = labor_lm::train::Loss {
+        objective: c.train.objective,
+        text_weight: c.train.text_loss_weight,
+    };
+    if !(c.train.text_loss_weight.is_finite() && c.train.text_loss_weight >= 0.0) {
+        return Err(crate::bad!(
+            "train.text_loss_weight = {}: expected a weight >= 0",
+            c.train.text_loss_weight
+        )
+        .into());
+    }
+    if loss.objective == labor_lm::train::Objective::Text && loss.text_weight > 0.0 {
+        return Err(crate::bad!(
+            "train.text_loss_weight mixes the text loss into `labels` or `label-softmax`; \
+             with train.objective = \"text\" leave it out"
+        )
+        .into());
+    }
+    c.optim.check_groups().map_err(|e| crate::bad!("{e}"))?;
+    let select = match c.train.select.as_str() {
+        "objective" => match loss.objective {
+            labor_lm::train::Objective::LabelSoftmax => labor_lm::train::Select::LabelSoftmax,
+            _ => labor_lm::train::Select::Labels,
+        },
+        "labels" => labor_lm::train::Select::Labels,
+        "label-softmax" => labor_lm::train::Select::LabelSoftmax,
+        "all" => labor_lm::train::Select::All,
         s => {
-            return Err(crate::bad!("train.select {s:?}: expected \"labels\" or \"all\"").into());
+            return Err(crate::bad!(
+                "train.select {s:?}: expected \"objective\", \"labels\", \"label-softmax\" or \"all\""
+            )
+            .into());
         }
     };
     if train_texts.is_empty() {
@@ -617,19 +653,34 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     };
     crate::text::align(&tokenizer, &panel, &renderer)?;
     let eos = tokenizer.token_to_id(labor_text::tokenize::EOS);
-    let (train, truncated) = tokenize_texts(&tokenizer, &train_texts, c.train.max_seq_len, eos)
-        .map_err(|e| anyhow!(e))?;
-    let (valid, _) = tokenize_texts(&tokenizer, &valid_texts, c.train.max_seq_len, eos)
-        .map_err(|e| anyhow!(e))?;
-    let valid_labels = valid_rendered
-        .iter()
-        .map(|r| label_token_indices(&tokenizer, r).map_err(|e| anyhow!(e)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (train, train_labels, truncated) =
+        tokenize_rendered(&tokenizer, &train_texts, c.train.max_seq_len, eos)
+            .map_err(|e| anyhow!(e))?;
+    let (valid, valid_labels, _) =
+        tokenize_rendered(&tokenizer, &valid_rendered, c.train.max_seq_len, eos)
+            .map_err(|e| anyhow!(e))?;
+    let label_set = labor_lm::train::label_set(&tokenizer, &renderer.continuations())
+        .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
+    if label_set.is_none()
+        && (loss.objective == labor_lm::train::Objective::LabelSoftmax
+            || select == labor_lm::train::Select::LabelSoftmax)
+    {
+        return Err(crate::bad!(
+            "train.objective / train.select = \"label-softmax\" needs one token per label \
+             (model.label_tokens = true); with multi-token titles the K-way softmax would need \
+             the whole label trie at every record while training, which this version does not \
+             do: use \"labels\" (the next-token loss at the title tokens) instead"
+        )
+        .into());
+    }
     let data = TrainData {
         train,
+        train_labels,
         valid,
         valid_labels,
+        label_set,
     };
+    data.check(&loss).map_err(|e| crate::bad!("{e}"))?;
     if truncated > 0 {
         eprintln!(
             "note: {} of {} training texts are longer than train.max_seq_len = {} tokens and are cut there",
@@ -647,7 +698,8 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         seed: c.train.seed,
         eval_every: c.train.eval_every,
         checkpoint_every: c.train.checkpoint_every,
-        select_by_labels: by_labels,
+        loss,
+        select,
     };
     let per_step = plan.per_step();
     let steps_per_epoch = plan.steps_per_epoch(data.train.len());
@@ -745,6 +797,8 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let summary = serde_json::json!({
             "kind": "lm",
             "method": c.method.kind,
+            "objective": c.train.objective.to_string(),
+            "text_loss_weight": c.train.text_loss_weight,
             "parameters": cfg.n_params(),
             "trainable_parameters": trainable,
             "steps": st.step,
@@ -768,6 +822,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = AdamW::new(names);
+    opt.set_lr_scales(|name| c.optim.lr_scale(param_group(name)));
     let trainable = opt.n_params();
     let mut state = TrainState::default();
     if resuming {
@@ -823,7 +878,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         train_vs,
         metrics,
         pb: &pb,
-        by_labels,
+        select,
         save_best: &|st: &TrainState| save_best(&dir.join("best"), st, trainable),
         failed: None,
     };
@@ -864,6 +919,19 @@ pub fn run(a: &TrainArgs) -> CmdResult {
     Ok(())
 }
 
+/// The learning-rate group of a trainable variable, from its name: the added label rows, LoRA
+/// adapters, or the rest.
+fn param_group(name: &str) -> labor_torch::optim::ParamGroup {
+    use labor_torch::optim::ParamGroup;
+    if name.starts_with("label_tokens.") {
+        ParamGroup::LabelRows
+    } else if name.contains(".lora_A.") || name.contains(".lora_B.") {
+        ParamGroup::Lora
+    } else {
+        ParamGroup::Base
+    }
+}
+
 /// The run directory's side of the training loop: `metrics.jsonl`, the progress bar, the best
 /// model and the resumable checkpoints. An I/O error is kept in `failed` (with its context) and
 /// stops the loop.
@@ -872,7 +940,7 @@ struct RunHooks<'a> {
     train_vs: &'a VarStore,
     metrics: std::fs::File,
     pb: &'a ProgressBar,
-    by_labels: bool,
+    select: labor_lm::train::Select,
     save_best: &'a dyn Fn(&TrainState) -> anyhow::Result<()>,
     failed: Option<anyhow::Error>,
 }
@@ -905,12 +973,21 @@ impl Hooks<Event<'_>, Checkpoint<'_>> for RunHooks<'_> {
         if let Some(v) = validation {
             row["val_loss"] = v.loss.into();
             row["val_label_loss"] = v.label_loss.into();
+            row["val_label_softmax_loss"] = v.label_softmax_loss.into();
+            let kway = v
+                .label_softmax_loss
+                .map(|l| format!(", K-way {l:.4}"))
+                .unwrap_or_default();
             let line = format!(
-                "step {}: validation loss {:.4}, on label tokens {:.4}; best {} {:.4} at step {}",
+                "step {}: validation loss {:.4}, on label tokens {:.4}{kway}; best ({}) {:.4} at step {}",
                 state.step,
                 v.loss,
                 v.label_loss.unwrap_or(f64::NAN),
-                if self.by_labels { "(labels)" } else { "(all)" },
+                match self.select {
+                    labor_lm::train::Select::All => "all",
+                    labor_lm::train::Select::Labels => "labels",
+                    labor_lm::train::Select::LabelSoftmax => "label-softmax",
+                },
                 state.best_val.unwrap_or(f64::NAN),
                 state.best_step.unwrap_or(0)
             );

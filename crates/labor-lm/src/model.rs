@@ -1115,6 +1115,44 @@ impl Llama {
         Tensor::cat(&parts, -1)
     }
 
+    /// Logits of the vocabulary ids `ids` only, `[…, K]` (f32) from hidden states `[…, D]`: the
+    /// same numbers as `logits(hidden)` at those columns, without forming the other `V − K`.
+    /// Added label rows are used where the ids are theirs.
+    pub fn logits_at(&self, hidden: &Tensor, ids: &[i64]) -> Tensor {
+        let k = self.compute_kind();
+        let dev = hidden.device();
+        let h = hidden.to_kind(k);
+        let base_w = || match (&self.head_bf16, k) {
+            (Some(w), Kind::BFloat16) => w.shallow_clone(),
+            _ => self
+                .lm_head
+                .as_ref()
+                .unwrap_or(&self.embed_tokens)
+                .to_kind(k),
+        };
+        let rows = match &self.label_rows {
+            Some(r) => {
+                let n = r.head.size()[0];
+                let inside = |&i: &i64| i >= r.first && i < r.first + n;
+                if ids.iter().all(inside) {
+                    let local: Vec<i64> = ids.iter().map(|i| i - r.first).collect();
+                    r.head
+                        .to_kind(k)
+                        .index_select(0, &Tensor::from_slice(&local).to_device(dev))
+                } else if !ids.iter().any(inside) {
+                    base_w().index_select(0, &Tensor::from_slice(ids).to_device(dev))
+                } else {
+                    // Mixed: the full logits, then their columns.
+                    return self
+                        .logits(hidden)
+                        .index_select(-1, &Tensor::from_slice(ids).to_device(dev));
+                }
+            }
+            None => base_w().index_select(0, &Tensor::from_slice(ids).to_device(dev)),
+        };
+        h.linear::<Tensor>(&rows, None).to_kind(Kind::Float)
+    }
+
     /// Logits for a causal batch starting at position 0, `[B, T, V]`.
     pub fn forward(&self, ids: &Tensor) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);

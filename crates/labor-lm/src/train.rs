@@ -8,91 +8,290 @@ use tch::{Device, Kind, Tensor};
 
 use labor_torch::hooks::Hooks;
 use labor_torch::optim::{AdamW, OptimConfig, lr_at};
-use labor_torch::order::{epoch_order, length_grouped};
+use labor_torch::order::{epoch_order, length_grouped_by};
 
 use crate::model::Llama;
 
-/// The next-token cross-entropy of every position of a right-padded batch, `[B · T]` with
-/// `T` = the longest sequence (at least 2): 0 at pads and at each sequence's last token, which
-/// have no target. Returns it with `T` and the number of real targets.
-fn token_losses(
+/// What training minimizes (`train.objective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The next-token loss on every token of every text (the paper's recipe).
+    #[default]
+    Text,
+    /// The next-token loss only at the tokens of each record's label continuation.
+    Labels,
+    /// At each record's label position, the cross-entropy of the exact K-way softmax over the
+    /// label set: what scoring measures (the normalized probability of the true label). Needs
+    /// one token per label continuation (label tokens).
+    LabelSoftmax,
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Text => "text",
+            Objective::Labels => "labels",
+            Objective::LabelSoftmax => "label-softmax",
+        })
+    }
+}
+
+/// The loss of a step: the objective, plus `text_weight` times the text loss (for `labels` and
+/// `label-softmax`; each term is a mean over its own targets in the step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Loss {
+    pub objective: Objective,
+    pub text_weight: f64,
+}
+
+impl Default for Loss {
+    fn default() -> Self {
+        Self {
+            objective: Objective::Text,
+            text_weight: 0.0,
+        }
+    }
+}
+
+impl Loss {
+    fn wants(&self) -> Want {
+        let o = self.objective;
+        Want {
+            text: o == Objective::Text || self.text_weight > 0.0,
+            labels: o == Objective::Labels,
+            label_softmax: o == Objective::LabelSoftmax,
+        }
+    }
+}
+
+/// The label set of the `label-softmax` objective: the K token ids that each stand for one
+/// label's continuation, in label order.
+#[derive(Debug, Clone)]
+pub struct LabelSet {
+    ids: Vec<i64>,
+    index: std::collections::HashMap<i64, i64>,
+}
+
+impl LabelSet {
+    /// Errors when an id repeats.
+    pub fn new(ids: Vec<i64>) -> Result<Self, String> {
+        let mut index = std::collections::HashMap::with_capacity(ids.len());
+        for (k, &id) in ids.iter().enumerate() {
+            if index.insert(id, k as i64).is_some() {
+                return Err(format!("token {id} stands for two labels"));
+            }
+        }
+        Ok(Self { ids, index })
+    }
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+    /// The label index of token `id`.
+    pub fn position(&self, id: i64) -> Option<i64> {
+        self.index.get(&id).copied()
+    }
+}
+
+/// One training or validation sequence: its token ids and the indices `j` of its label tokens
+/// (token `j` is the target of position `j − 1`).
+#[derive(Debug, Clone, Copy)]
+pub struct Example<'a> {
+    pub ids: &'a [i64],
+    pub labels: &'a [usize],
+}
+
+impl<'a> Example<'a> {
+    /// A sequence trained on as text only.
+    pub fn text(ids: &'a [i64]) -> Self {
+        Self { ids, labels: &[] }
+    }
+    /// Label positions that have a target within the sequence.
+    fn label_targets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.labels
+            .iter()
+            .copied()
+            .filter(|&j| j >= 1 && j < self.ids.len())
+    }
+}
+
+/// Which loss terms a batch computes.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    text: bool,
+    labels: bool,
+    label_softmax: bool,
+}
+
+/// Summed loss terms of a right-padded batch and their target counts.
+struct Parts {
+    /// Next-token loss over every real target (pads and each sequence's last token have none).
+    text: Option<Tensor>,
+    text_n: i64,
+    /// Next-token loss at the label tokens.
+    labels: Option<Tensor>,
+    /// K-way cross-entropy at the label positions.
+    label_softmax: Option<Tensor>,
+    label_n: i64,
+}
+
+/// The loss terms `want` asks for over one right-padded batch (`T` = its longest sequence, at
+/// least 2): one forward pass to hidden states; the full vocabulary head only where a term needs
+/// it (every position for the text loss, the label positions for the label-token loss), the K
+/// label rows alone for the K-way softmax.
+fn batch_parts(
     model: &Llama,
-    seqs: &[&[i64]],
+    batch: &[Example],
+    want: Want,
+    set: Option<&LabelSet>,
     device: Device,
-    reduction: tch::Reduction,
-) -> (Tensor, usize, i64) {
-    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(2);
-    let b = seqs.len();
+) -> Result<Parts, String> {
+    let t = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0).max(2);
+    let b = batch.len();
     let mut ids = vec![0i64; b * t];
     let mut targets = vec![-100i64; b * t];
-    let mut n = 0i64;
-    for (i, s) in seqs.iter().enumerate() {
+    let mut text_n = 0i64;
+    let (mut pos, mut tgt) = (Vec::new(), Vec::new());
+    for (i, ex) in batch.iter().enumerate() {
+        let s = ex.ids;
         ids[i * t..i * t + s.len()].copy_from_slice(s);
         for j in 0..s.len().saturating_sub(1) {
             targets[i * t + j] = s[j + 1];
-            n += 1;
+            text_n += 1;
+        }
+        for j in ex.label_targets() {
+            pos.push((i * t + j - 1) as i64);
+            tgt.push(s[j]);
         }
     }
     let ids = Tensor::from_slice(&ids)
         .view([b as i64, t as i64])
         .to_device(device);
-    let targets = Tensor::from_slice(&targets).to_device(device);
-    let logits = model.forward(&ids);
-    let v = logits.size()[2];
-    let loss = logits
-        .view([-1, v])
-        .cross_entropy_loss::<Tensor>(&targets, None, reduction, -100, 0.0);
-    (loss, t, n)
+    let positions = Tensor::arange(t as i64, (Kind::Int64, device))
+        .unsqueeze(0)
+        .expand([b as i64, t as i64], false);
+    let hidden = model.hidden(&ids, &positions, None, crate::model::Mask::Causal);
+    let sum = tch::Reduction::Sum;
+    let text = want.text.then(|| {
+        let logits = model.logits(&hidden);
+        let v = logits.size()[2];
+        logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &Tensor::from_slice(&targets).to_device(device),
+            None,
+            sum,
+            -100,
+            0.0,
+        )
+    });
+    let (mut labels, mut label_softmax) = (None, None);
+    if (want.labels || want.label_softmax) && !pos.is_empty() {
+        let d = hidden.size()[2];
+        let h = hidden
+            .view([-1, d])
+            .index_select(0, &Tensor::from_slice(&pos).to_device(device));
+        if want.labels {
+            labels = Some(model.logits(&h).cross_entropy_loss::<Tensor>(
+                &Tensor::from_slice(&tgt).to_device(device),
+                None,
+                sum,
+                -100,
+                0.0,
+            ));
+        }
+        if want.label_softmax {
+            let set = set.ok_or("the label-softmax objective needs the label set")?;
+            let k = tgt
+                .iter()
+                .map(|&id| {
+                    set.position(id).ok_or_else(|| {
+                        format!("token {id} at a label position is not one of the K label tokens")
+                    })
+                })
+                .collect::<Result<Vec<i64>, String>>()?;
+            label_softmax = Some(model.logits_at(&h, set.ids()).cross_entropy_loss::<Tensor>(
+                &Tensor::from_slice(&k).to_device(device),
+                None,
+                sum,
+                -100,
+                0.0,
+            ));
+        }
+    }
+    Ok(Parts {
+        text,
+        text_n,
+        labels,
+        label_softmax,
+        label_n: pos.len() as i64,
+    })
 }
 
 /// Sum of the next-token cross-entropy over every real (non-pad) target of a right-padded batch,
 /// and the number of those targets. Sequences of one token have no target.
 pub fn lm_loss_sum(model: &Llama, seqs: &[&[i64]], device: Device) -> (Tensor, i64) {
-    let (loss, _, n) = token_losses(model, seqs, device, tch::Reduction::Sum);
-    (loss, n)
+    let batch: Vec<Example> = seqs.iter().map(|s| Example::text(s)).collect();
+    let want = Want {
+        text: true,
+        labels: false,
+        label_softmax: false,
+    };
+    let p = batch_parts(model, &batch, want, None, device).expect("the text loss needs no labels");
+    (p.text.expect("asked for"), p.text_n)
 }
 
 /// Mean next-token loss over `seqs` (no gradients, no dropout), in batches of `batch`.
 pub fn eval_loss(model: &Llama, seqs: &[Vec<i64>], batch: usize, device: Device) -> f64 {
-    eval_losses(model, seqs, None, batch, device).0
+    let ex: Vec<Example> = seqs.iter().map(|s| Example::text(s)).collect();
+    eval_objectives(model, &ex, None, batch, device)
+        .expect("the text loss needs no labels")
+        .text
 }
 
-/// Mean next-token loss over every target of `seqs`, and, when `label_targets` is given (for
-/// each sequence, the indices `j` whose token `seqs[i][j]` belongs to a label continuation), the
-/// mean loss over those targets only: the validation measure closest to what the model is scored
-/// on. One forward pass per batch serves both.
-pub fn eval_losses(
+/// Held-out losses, each the mean over its own targets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Losses {
+    /// Next-token loss over every token.
+    pub text: f64,
+    /// Next-token loss at the label tokens (when the examples have label positions).
+    pub labels: Option<f64>,
+    /// K-way cross-entropy at the label positions (with a label set): minus the mean normalized
+    /// log-probability of the true label, what scoring measures.
+    pub label_softmax: Option<f64>,
+}
+
+/// Every loss of `examples` (no gradients, no dropout), in batches of `batch`: one forward pass
+/// per batch serves all of them.
+pub fn eval_objectives(
     model: &Llama,
-    seqs: &[Vec<i64>],
-    label_targets: Option<&[Vec<usize>]>,
+    examples: &[Example],
+    set: Option<&LabelSet>,
     batch: usize,
     device: Device,
-) -> (f64, Option<f64>) {
+) -> Result<Losses, String> {
     model.set_training(false);
+    let want = Want {
+        text: true,
+        labels: true,
+        label_softmax: set.is_some(),
+    };
     tch::no_grad(|| {
-        let (mut sum, mut n) = (0.0, 0i64);
-        let (mut lsum, mut ln) = (0.0, 0usize);
-        let b = batch.max(1);
-        for (ci, chunk) in seqs.chunks(b).enumerate() {
-            let refs: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
-            let (per, t, k) = token_losses(model, &refs, device, tch::Reduction::None);
-            let per = per.to_kind(Kind::Float);
-            sum += per.sum(Kind::Double).double_value(&[]);
-            n += k;
-            let Some(lt) = label_targets else { continue };
-            let per = Vec::<f32>::try_from(per.to_device(Device::Cpu)).expect("f32 losses");
-            for (i, s) in chunk.iter().enumerate() {
-                // Token j is the target of position j - 1.
-                for &j in lt[ci * b + i].iter().filter(|&&j| j >= 1 && j < s.len()) {
-                    lsum += per[i * t + j - 1] as f64;
-                    ln += 1;
-                }
-            }
+        let (mut text, mut text_n) = (0.0, 0i64);
+        let (mut labels, mut kway, mut label_n) = (0.0, 0.0, 0i64);
+        for chunk in examples.chunks(batch.max(1)) {
+            let p = batch_parts(model, chunk, want, set, device)?;
+            let v = |t: &Option<Tensor>| t.as_ref().map_or(0.0, |t| t.double_value(&[]));
+            text += v(&p.text);
+            text_n += p.text_n;
+            labels += v(&p.labels);
+            kway += v(&p.label_softmax);
+            label_n += p.label_n;
         }
-        (
-            sum / n.max(1) as f64,
-            label_targets.map(|_| lsum / ln.max(1) as f64),
-        )
+        let has_labels = label_n > 0;
+        Ok(Losses {
+            text: text / text_n.max(1) as f64,
+            labels: has_labels.then(|| labels / label_n as f64),
+            label_softmax: (has_labels && set.is_some()).then(|| kway / label_n as f64),
+        })
     })
 }
 
@@ -100,14 +299,17 @@ pub fn eval_losses(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepStats {
     pub step: usize,
+    /// The step's loss under the run's objective.
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
+    /// Next-token targets the step's batches held (the work, whatever the objective).
     pub tokens: i64,
 }
 
-/// One optimizer step over `micro` batches (gradient accumulation): the loss is the mean over
-/// every real target token of all micro-batches. Errors on a non-finite loss before updating.
+/// One optimizer step of the text objective over `micro` batches (gradient accumulation): the
+/// loss is the mean over every real target token of all micro-batches. Errors on a non-finite
+/// loss before updating.
 pub fn train_step(
     model: &Llama,
     opt: &mut AdamW,
@@ -117,21 +319,76 @@ pub fn train_step(
     total: usize,
     device: Device,
 ) -> Result<StepStats, String> {
-    let tokens: i64 = micro
+    let micro: Vec<Vec<Example>> = micro
         .iter()
-        .flat_map(|b| b.iter().map(|s| s.len().saturating_sub(1) as i64))
+        .map(|b| b.iter().map(|s| Example::text(s)).collect())
+        .collect();
+    train_step_with(
+        model,
+        opt,
+        c,
+        &Loss::default(),
+        None,
+        &micro,
+        step,
+        total,
+        device,
+    )
+}
+
+/// One optimizer step of `loss` over `micro` batches (gradient accumulation): each term is the
+/// mean over its targets in the whole step, so the grouping changes the work, not the update.
+/// Errors on a non-finite loss or gradient before updating.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_with(
+    model: &Llama,
+    opt: &mut AdamW,
+    c: &OptimConfig,
+    loss: &Loss,
+    set: Option<&LabelSet>,
+    micro: &[Vec<Example>],
+    step: usize,
+    total: usize,
+    device: Device,
+) -> Result<StepStats, String> {
+    let examples = || micro.iter().flatten();
+    let tokens: i64 = examples()
+        .map(|e| e.ids.len().saturating_sub(1) as i64)
         .sum();
+    let label_n: usize = examples().map(|e| e.label_targets().count()).sum();
+    let want = loss.wants();
     opt.zero_grad();
     let mut loss_sum = 0.0;
     model.set_training(true);
     for batch in micro {
-        let (l, _) = lm_loss_sum(model, batch, device);
-        let scaled = &l / tokens.max(1) as f64;
-        scaled.backward();
+        let p = batch_parts(model, batch, want, set, device)?;
+        let main = match loss.objective {
+            Objective::Text => p.text.as_ref(),
+            Objective::Labels => p.labels.as_ref(),
+            Objective::LabelSoftmax => p.label_softmax.as_ref(),
+        };
+        let main_n = if loss.objective == Objective::Text {
+            tokens
+        } else {
+            label_n as i64
+        };
+        let mut terms = Vec::new();
+        if let Some(m) = main {
+            terms.push(m / main_n.max(1) as f64);
+        }
+        if loss.objective != Objective::Text
+            && loss.text_weight > 0.0
+            && let Some(t) = &p.text
+        {
+            terms.push(t * (loss.text_weight / tokens.max(1) as f64));
+        }
+        let Some(first) = terms.pop() else { continue };
+        let l = terms.iter().fold(first, |a, t| a + t);
+        l.backward();
         loss_sum += l.double_value(&[]);
     }
     model.set_training(false);
-    let loss = loss_sum / tokens.max(1) as f64;
+    let loss = loss_sum;
     if !loss.is_finite() {
         return Err(format!("the loss is {loss} at step {}", step + 1));
     }
@@ -185,6 +442,48 @@ pub fn tokenize_texts(
     Ok((out, truncated))
 }
 
+/// Token ids of texts, the indices of their label tokens, and the number of texts that were cut.
+pub type Tokenized = (Vec<Vec<i64>>, Vec<Vec<usize>>, usize);
+
+/// Token ids of rendered texts (each followed by `eos` when given, cut at `max` tokens) with the
+/// indices of their label-continuation tokens, and the number of texts that were cut.
+pub fn tokenize_rendered(
+    tok: &tokenizers::Tokenizer,
+    rendered: &[labor_text::Rendered],
+    max: usize,
+    eos: Option<u32>,
+) -> Result<Tokenized, String> {
+    let texts: Vec<String> = rendered.iter().map(|r| r.text.clone()).collect();
+    let (ids, truncated) = tokenize_texts(tok, &texts, max, eos)?;
+    let labels = rendered
+        .iter()
+        .zip(&ids)
+        .map(|(r, ids)| {
+            let mut l = label_token_indices(tok, r)?;
+            l.retain(|&j| j < ids.len());
+            Ok(l)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((ids, labels, truncated))
+}
+
+/// The label set of a tokenizer: the token of each continuation (in label order) when every
+/// continuation is exactly one token, else `None`.
+pub fn label_set(
+    tok: &tokenizers::Tokenizer,
+    continuations: &[String],
+) -> Result<Option<LabelSet>, String> {
+    let mut ids = Vec::with_capacity(continuations.len());
+    for c in continuations {
+        let enc = tok.encode(c.as_str(), false).map_err(|e| e.to_string())?;
+        match enc.get_ids() {
+            [id] => ids.push(*id as i64),
+            _ => return Ok(None),
+        }
+    }
+    LabelSet::new(ids).map(Some)
+}
+
 /// Indices of the tokens of `r.text` that lie in a record's label continuation (what the
 /// validation loss on label tokens averages over).
 pub fn label_token_indices(
@@ -222,8 +521,33 @@ pub struct LoopConfig {
     pub seed: u64,
     pub eval_every: usize,
     pub checkpoint_every: usize,
-    /// Keep the step with the lowest validation loss on label tokens (else on all tokens).
-    pub select_by_labels: bool,
+    /// What a step minimizes.
+    pub loss: Loss,
+    /// Which validation loss picks the best step.
+    pub select: Select,
+}
+
+/// Which validation loss picks the best step (`train.select`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Select {
+    /// The next-token loss over every token.
+    All,
+    /// The next-token loss at the label tokens.
+    Labels,
+    /// The K-way cross-entropy at the label positions.
+    LabelSoftmax,
+}
+
+impl Select {
+    /// The loss this selects from a validation pass (`text` when it is missing).
+    pub fn of(&self, l: &Losses) -> f64 {
+        match self {
+            Select::All => l.text,
+            Select::Labels => l.labels.unwrap_or(l.text),
+            Select::LabelSoftmax => l.label_softmax.or(l.labels).unwrap_or(l.text),
+        }
+    }
 }
 
 impl LoopConfig {
@@ -240,9 +564,80 @@ impl LoopConfig {
 /// The token ids a run trains and validates on.
 pub struct TrainData {
     pub train: Vec<Vec<i64>>,
+    /// For each training sequence, the indices of its label tokens (empty lists train as text
+    /// only; needed by the `labels` and `label-softmax` objectives).
+    pub train_labels: Vec<Vec<usize>>,
     pub valid: Vec<Vec<i64>>,
     /// For each validation sequence, the indices of its label tokens.
     pub valid_labels: Vec<Vec<usize>>,
+    /// The K label tokens, when each label continuation is one token.
+    pub label_set: Option<LabelSet>,
+}
+
+impl TrainData {
+    /// Text-only data: no label positions, no label set.
+    pub fn text(train: Vec<Vec<i64>>, valid: Vec<Vec<i64>>) -> Self {
+        let (nt, nv) = (train.len(), valid.len());
+        Self {
+            train,
+            train_labels: vec![Vec::new(); nt],
+            valid,
+            valid_labels: vec![Vec::new(); nv],
+            label_set: None,
+        }
+    }
+    /// Training sequence `i` with its label positions.
+    pub fn train_example(&self, i: usize) -> Example<'_> {
+        Example {
+            ids: &self.train[i],
+            labels: self.train_labels.get(i).map_or(&[], Vec::as_slice),
+        }
+    }
+    /// Checks that `loss` can be trained on this data: label positions for the label
+    /// objectives, and for `label-softmax` a label set holding every label token.
+    pub fn check(&self, loss: &Loss) -> Result<(), String> {
+        if loss.objective == Objective::Text {
+            return Ok(());
+        }
+        let examples = (0..self.train.len())
+            .map(|i| self.train_example(i))
+            .chain(self.valid_examples());
+        let mut n = 0usize;
+        for e in examples {
+            for j in e.label_targets() {
+                n += 1;
+                if loss.objective == Objective::LabelSoftmax {
+                    let set = self.label_set.as_ref().ok_or(
+                        "the label-softmax objective needs one token per label (label tokens)",
+                    )?;
+                    if set.position(e.ids[j]).is_none() {
+                        return Err(format!(
+                            "token {} at a label position is not one of the {} label tokens",
+                            e.ids[j],
+                            set.ids().len()
+                        ));
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Err(format!(
+                "the {} objective needs label positions, and the data has none",
+                loss.objective
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validation sequences with their label positions.
+    pub fn valid_examples(&self) -> Vec<Example<'_>> {
+        (0..self.valid.len())
+            .map(|i| Example {
+                ids: &self.valid[i],
+                labels: self.valid_labels.get(i).map_or(&[], Vec::as_slice),
+            })
+            .collect()
+    }
 }
 
 /// Where a run stands; plain data (a checkpoint's `state.json`).
@@ -266,6 +661,10 @@ pub struct TrainState {
 pub struct Validation {
     pub loss: f64,
     pub label_loss: Option<f64>,
+    /// The K-way cross-entropy at the label positions (with a label set).
+    pub label_softmax_loss: Option<f64>,
+    /// The loss that selects the best step.
+    pub selected: f64,
     /// This step is the new best (the caller has just been asked to keep it).
     pub improved: bool,
 }
@@ -308,6 +707,9 @@ pub enum TrainError {
     /// A non-finite loss or gradient; the weights were not updated.
     #[error("{0}")]
     Diverged(String),
+    /// The data cannot be trained on with the run's objective (checked before the first step).
+    #[error("{0}")]
+    Data(String),
     /// A hook failed to keep a snapshot.
     #[error("{0}")]
     Hook(String),
@@ -342,25 +744,37 @@ pub fn train(
     let per_step = c.per_step();
     let steps_per_epoch = c.steps_per_epoch(data.train.len());
     let (wall0, t_start) = (state.wall_s, std::time::Instant::now());
+    data.check(&c.loss).map_err(TrainError::Data)?;
     while state.step < stop {
         let s = state.step;
         let (epoch, i) = (s / steps_per_epoch, s % steps_per_epoch);
         let order = epoch_order(data.train.len(), c.seed, epoch as u64);
         let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
-        let micro: Vec<Vec<&[i64]>> = if c.micro_batch_tokens > 0 {
-            length_grouped(
-                idx.iter().map(|&j| data.train[j].as_slice()).collect(),
+        let micro: Vec<Vec<Example>> = if c.micro_batch_tokens > 0 {
+            length_grouped_by(
+                idx.iter().map(|&j| data.train_example(j)).collect(),
+                |e| e.ids.len(),
                 c.micro_batch_tokens,
             )
         } else {
             idx.chunks(c.batch_size.max(1))
-                .map(|ch| ch.iter().map(|&j| data.train[j].as_slice()).collect())
+                .map(|ch| ch.iter().map(|&j| data.train_example(j)).collect())
                 .collect()
         };
         tch::manual_seed((c.seed as i64).wrapping_add(s as i64));
         let t0 = std::time::Instant::now();
-        let stats = train_step(model, opt, &c.optim, &micro, s, total, device)
-            .map_err(TrainError::Diverged)?;
+        let stats = train_step_with(
+            model,
+            opt,
+            &c.optim,
+            &c.loss,
+            data.label_set.as_ref(),
+            &micro,
+            s,
+            total,
+            device,
+        )
+        .map_err(TrainError::Diverged)?;
         let tokens_per_s = stats.tokens as f64 / t0.elapsed().as_secs_f64();
         state.step += 1;
         state.tokens += stats.tokens.max(0) as u64;
@@ -369,18 +783,15 @@ pub fn train(
         let last = state.step == total;
         let mut validation = None;
         if (state.step.is_multiple_of(c.eval_every) || last) && !data.valid.is_empty() {
-            let (loss, label_loss) = eval_losses(
+            let losses = eval_objectives(
                 model,
-                &data.valid,
-                Some(&data.valid_labels),
+                &data.valid_examples(),
+                data.label_set.as_ref(),
                 c.batch_size,
                 device,
-            );
-            let v = if c.select_by_labels {
-                label_loss.unwrap_or(loss)
-            } else {
-                loss
-            };
+            )
+            .map_err(TrainError::Data)?;
+            let v = c.select.of(&losses);
             let improved = state.best_val.is_none_or(|b| v < b);
             if improved {
                 state.best_val = Some(v);
@@ -394,8 +805,10 @@ pub fn train(
                     .map_err(TrainError::Hook)?;
             }
             validation = Some(Validation {
-                loss,
-                label_loss,
+                loss: losses.text,
+                label_loss: losses.labels,
+                label_softmax_loss: losses.label_softmax,
+                selected: v,
                 improved,
             });
         }

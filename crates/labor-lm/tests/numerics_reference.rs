@@ -84,6 +84,9 @@ fn adamw_with_clipping_equals_torch_optim_adamw() {
         schedule: Schedule::Constant,
         grad_clip: clip,
         min_lr_ratio: 0.0,
+        lr_label_rows: None,
+        lr_lora: None,
+        lr_base: None,
     };
     let w = t["w0"].copy().set_requires_grad(true);
     let b = t["b0"].copy().set_requires_grad(true);

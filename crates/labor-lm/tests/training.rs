@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use labor_lm::train::{
-    Checkpoint, Event, LoopConfig, Snapshot, TrainData, TrainError, TrainState, eval_loss, train,
-    train_step,
+    Checkpoint, Event, LoopConfig, Loss, Select, Snapshot, TrainData, TrainError, TrainState,
+    eval_loss, train, train_step,
 };
 use labor_lm::{Llama, LlamaConfig};
 use labor_torch::hooks::Hooks;
@@ -37,6 +37,9 @@ fn optim() -> OptimConfig {
         schedule: Schedule::Cosine,
         grad_clip: 1.0,
         min_lr_ratio: 0.1,
+        lr_label_rows: None,
+        lr_lora: None,
+        lr_base: None,
     }
 }
 
@@ -354,13 +357,10 @@ fn the_training_loop_reports_keeps_the_best_and_resumes_exactly() {
         seed: 7,
         eval_every: 3,
         checkpoint_every: 4,
-        select_by_labels: false,
+        loss: Loss::default(),
+        select: Select::All,
     };
-    let td = TrainData {
-        train: seqs[..20].to_vec(),
-        valid: seqs[20..].to_vec(),
-        valid_labels: vec![vec![]; 4],
-    };
+    let td = TrainData::text(seqs[..20].to_vec(), seqs[20..].to_vec());
     let fresh = |init: &[u8]| {
         let (vs, m) = model(5);
         weights::load_into(&vs, &[("model.safetensors", init)]).unwrap();
@@ -471,13 +471,10 @@ fn a_diverging_step_stops_the_loop_before_updating() {
         seed: 1,
         eval_every: 1,
         checkpoint_every: 1,
-        select_by_labels: false,
+        loss: Loss::default(),
+        select: Select::All,
     };
-    let td = TrainData {
-        train: seqs.clone(),
-        valid: vec![],
-        valid_labels: vec![],
-    };
+    let td = TrainData::text(seqs.clone(), vec![]);
     let (vs, m) = model(4);
     let mut opt = AdamW::new(params(&vs));
     let mut st = TrainState::default();

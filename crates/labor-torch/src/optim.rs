@@ -36,6 +36,52 @@ pub struct OptimConfig {
     /// The lowest learning rate of the decay, as a fraction of `lr`.
     #[serde(default)]
     pub min_lr_ratio: f64,
+    /// Peak learning rate of the added label-token rows of a pre-trained base (default `lr`);
+    /// the schedule scales it like `lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_label_rows: Option<f64>,
+    /// Peak learning rate of LoRA adapters (default `lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_lora: Option<f64>,
+    /// Peak learning rate of every other trainable weight (default `lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_base: Option<f64>,
+}
+
+/// The parameter groups that can have learning rates of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamGroup {
+    LabelRows,
+    Lora,
+    Base,
+}
+
+impl OptimConfig {
+    /// The learning-rate multiplier of a group: its peak rate over `lr`.
+    pub fn lr_scale(&self, g: ParamGroup) -> f64 {
+        let peak = match g {
+            ParamGroup::LabelRows => self.lr_label_rows,
+            ParamGroup::Lora => self.lr_lora,
+            ParamGroup::Base => self.lr_base,
+        };
+        peak.map_or(1.0, |p| p / self.lr)
+    }
+
+    /// Checks the group rates: each positive and finite.
+    pub fn check_groups(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("lr_label_rows", self.lr_label_rows),
+            ("lr_lora", self.lr_lora),
+            ("lr_base", self.lr_base),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("optim.{key} = {v}: expected a learning rate >= 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn betas() -> [f64; 2] {
@@ -70,6 +116,8 @@ pub fn lr_at(c: &OptimConfig, step: usize, total: usize) -> f64 {
 /// AdamW over named parameters. Weight decay applies to matrices only (not to norms or biases).
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
+    /// Per-parameter learning-rate multipliers (1 unless set).
+    scales: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Optimizer steps taken.
@@ -81,7 +129,33 @@ impl AdamW {
     pub fn new(params: Vec<(String, Tensor)>) -> Self {
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Self { params, m, v, t: 0 }
+        let scales = vec![1.0; params.len()];
+        Self {
+            params,
+            scales,
+            m,
+            v,
+            t: 0,
+        }
+    }
+
+    /// Sets each parameter's learning-rate multiplier from its name (weight decay, decoupled,
+    /// scales with it).
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) {
+        self.scales = self.params.iter().map(|(n, _)| scale(n)).collect();
+    }
+
+    /// Trainable elements per learning-rate multiplier, ascending by multiplier.
+    pub fn params_by_scale(&self) -> Vec<(f64, usize)> {
+        let mut out: Vec<(f64, usize)> = Vec::new();
+        for ((_, p), &s) in self.params.iter().zip(&self.scales) {
+            match out.iter_mut().find(|(x, _)| *x == s) {
+                Some(e) => e.1 += p.numel(),
+                None => out.push((s, p.numel())),
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
     }
 
     pub fn n_params(&self) -> usize {
@@ -134,15 +208,17 @@ impl AdamW {
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
         tch::no_grad(|| {
-            for ((_, p), (m, v)) in self
+            for (((_, p), (m, v)), &scale) in self
                 .params
                 .iter_mut()
                 .zip(self.m.iter_mut().zip(&mut self.v))
+                .zip(&self.scales)
             {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
+                let lr = lr * scale;
                 if c.weight_decay > 0.0 && p.dim() >= 2 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }

@@ -18,12 +18,22 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// first, each micro-batch grows while its padded size (sequences × its longest) stays within
 /// `max_tokens` (always at least one sequence). The step's loss and gradient do not depend on
 /// how its sequences are grouped (see `labor_lm::train::train_step`); only the padding computed does.
-pub fn length_grouped(mut seqs: Vec<&[i64]>, max_tokens: usize) -> Vec<Vec<&[i64]>> {
-    seqs.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out: Vec<Vec<&[i64]>> = Vec::new();
-    for s in seqs {
+pub fn length_grouped(seqs: Vec<&[i64]>, max_tokens: usize) -> Vec<Vec<&[i64]>> {
+    length_grouped_by(seqs, |s| s.len(), max_tokens)
+}
+
+/// [`length_grouped`] over any items with a length (e.g. a sequence with its label positions);
+/// the sort is stable, so items of equal length keep their order.
+pub fn length_grouped_by<T>(
+    mut items: Vec<T>,
+    len: impl Fn(&T) -> usize,
+    max_tokens: usize,
+) -> Vec<Vec<T>> {
+    items.sort_by_key(|s| std::cmp::Reverse(len(s)));
+    let mut out: Vec<Vec<T>> = Vec::new();
+    for s in items {
         match out.last_mut() {
-            Some(b) if (b.len() + 1) * b[0].len().max(2) <= max_tokens => b.push(s),
+            Some(b) if (b.len() + 1) * len(&b[0]).max(2) <= max_tokens => b.push(s),
             _ => out.push(vec![s]),
         }
     }
