@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::io::CmdResult;
 use crate::{
-    bench, data, demo, eval, fit, lm, predict, reproduce, score, serve, simulate, synth, taxonomy,
-    text, train,
+    bench, calibrate, data, demo, eval, fit, lm, predict, reproduce, score, serve, simulate, synth,
+    taxonomy, text, train,
 };
 
 /// Predict workers' next occupation from their career history with language models, and
@@ -52,6 +52,9 @@ pub enum Command {
     /// Score a model on a panel split: every record's probability of the true label and the full
     /// distribution over all labels, written in the predictions schema (SPEC §7.1).
     Score(score::ScoreArgs),
+    /// Fit a post-hoc calibration (a temperature, optionally a stay offset) of any model on the
+    /// validation split; `labor score --calibration FILE` applies it.
+    Calibrate(calibrate::CalibrateArgs),
     /// Evaluate prediction files: perplexity, sub-tasks, calibration by subgroup, paired
     /// comparisons; Markdown/CSV tables, SVG plots and a self-contained report.html.
     Eval(eval::EvalArgs),
@@ -109,6 +112,7 @@ impl Command {
             Command::Score(a) => score::run_score(a),
             Command::Train(a) => train::run(a),
             Command::Fit(a) => fit::run(a),
+            Command::Calibrate(a) => calibrate::run(a),
             Command::Eval(a) => eval::run(a),
             Command::Predict(a) => predict::run(a),
             Command::Simulate(a) => simulate::run(a),

@@ -279,8 +279,44 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
     let mut oracle_name = None;
     // Every (model, dataset, person, t) once: shards of one model must not overlap.
     let mut seen: HashMap<(String, String, String, i32), PathBuf> = HashMap::new();
+    // Calibrated predictions are compared with calibrated ones only (the oracle is exact).
+    let mut calibrated_first: Option<(PathBuf, bool)> = None;
+    let mut calibration_notes = Vec::new();
     for (path, is_oracle) in &files {
         let f = read_preds(path)?;
+        if !*is_oracle {
+            let cal = f
+                .metadata
+                .iter()
+                .find(|(k, _)| k == crate::score::CALIBRATION_KEY)
+                .map(|(_, v)| v.clone());
+            match &calibrated_first {
+                None => calibrated_first = Some((path.clone(), cal.is_some())),
+                Some((p0, c0)) if *c0 != cal.is_some() => {
+                    let (c, r) = if *c0 { (p0, path) } else { (path, p0) };
+                    return Err(crate::bad!(
+                        "{} is calibrated and {} is not: compare calibrated predictions with \
+                         calibrated ones (score every model with --calibration) or raw with raw",
+                        c.display(),
+                        r.display()
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+            if let Some(c) = cal {
+                let c: labor_data::calibration::Calibration =
+                    serde_json::from_str(&c).map_err(|e| {
+                        crate::bad!("{}: its calibration metadata: {e}", path.display())
+                    })?;
+                let name = f.rows.first().map_or("?", |r| r.model.as_str());
+                calibration_notes.push(format!(
+                    "{name}: calibrated post hoc ({}; fitted on {})",
+                    c.describe(),
+                    c.fitted_on
+                ));
+            }
+        }
         let n_before = f.rows.len();
         let mut any = false;
         for r in f.rows.into_iter().filter(|r| keep(r.split)) {
@@ -412,7 +448,7 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
         bins: 10,
         min_cell: a.min_cell,
     };
-    evaluate(&Inputs {
+    let mut report = evaluate(&Inputs {
         models: &models,
         oracle: oracle_name.as_deref(),
         subjects: subjects.as_ref(),
@@ -420,7 +456,9 @@ pub fn build(a: &EvalArgs) -> CmdResult<Report> {
         class_of_label: &class_of,
         options: &options,
     })
-    .map_err(|e| anyhow!(e).into())
+    .map_err(|e| anyhow!(e))?;
+    report.notes.extend(calibration_notes);
+    Ok(report)
 }
 
 /// Writes a report: report.md, report.html, tables/*.csv, plots/*.svg.

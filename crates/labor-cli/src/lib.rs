@@ -4,6 +4,7 @@
 //! to exit statuses.
 
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod data;
 pub mod demo;

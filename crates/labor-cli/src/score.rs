@@ -58,6 +58,11 @@ pub struct ScoreArgs {
     /// Seed for drawing the in-context texts.
     #[arg(long, default_value_t = 0)]
     pub icl_seed: u64,
+    /// Apply this calibration (from `labor calibrate`) to every distribution: the predictions
+    /// are then normalized and the file records the calibration (`labor eval` never compares
+    /// calibrated with raw predictions).
+    #[arg(long, value_name = "JSON")]
+    pub calibration: Option<PathBuf>,
 }
 
 /// Parses `--shard I/N`.
@@ -165,6 +170,9 @@ pub fn run_score(a: &ScoreArgs) -> CmdResult {
     score_loop(a, &panel, split, &spec, &mut predictor, &name)
 }
 
+/// The key of a predictions file's metadata that holds its calibration (JSON), when calibrated.
+pub const CALIBRATION_KEY: &str = "labor.calibration";
+
 /// What a predictions file records about where it came from (its Parquet key-value metadata,
 /// shown by `labor eval`'s report): the program version, the command line, and the model
 /// directory's small description files (`training.json`, written by `labor train`, gives the
@@ -254,6 +262,23 @@ fn score_loop(
         .expect("template")
         .progress_chars("=> "),
     );
+    let calibration = a
+        .calibration
+        .as_ref()
+        .map(|p| crate::calibrate::read(p))
+        .transpose()?;
+    let mut calibrated;
+    let predictor: &mut dyn Predictor = match &calibration {
+        Some(c) => {
+            eprintln!("calibrated: {}", c.describe());
+            calibrated = labor_data::calibration::Calibrated {
+                inner: predictor,
+                calibration: c,
+            };
+            &mut calibrated
+        }
+        None => predictor,
+    };
     let t1 = Instant::now();
     let mut full: Vec<(String, String, i32, Vec<f64>)> = Vec::new();
     let (mut sum_logp, mut sum_norm, mut sum_leak, mut n) = (0.0, 0.0, 0.0, 0usize);
@@ -261,6 +286,9 @@ fn score_loop(
         let mut pw = PredictionWriter::new(w)?;
         for (k, v) in provenance(&a.m.model) {
             pw.add_metadata(&k, &v);
+        }
+        if let Some(c) = &calibration {
+            pw.add_metadata(CALIBRATION_KEY, &serde_json::to_string(c)?);
         }
         for person in &persons {
             let ts: Vec<usize> = (0..person.records.len()).collect();

@@ -5,6 +5,7 @@
 //! This crate does no file-system I/O: readers take streams or file contents, writers take
 //! streams, and every problem is returned as a value with its location.
 
+pub mod calibration;
 pub mod education;
 pub mod export;
 pub mod formats;
