@@ -16,7 +16,7 @@ use labor_eval::{Inputs, ModelPreds, Options, Report, Subject, SubjectKey, Table
 
 use crate::io::{CmdResult, PanelInput, load_panel, write_atomic};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
     /// Prediction files (SPEC §7.1); a file may hold several models, and a model's rows may be
     /// spread over several files (e.g. one per dataset).
@@ -75,6 +75,11 @@ pub struct EvalArgs {
     /// preset of a reproduction (repeatable).
     #[arg(long, value_name = "TITLE=FILE")]
     pub section: Vec<String>,
+    /// Calibrated prediction files (`labor score --calibration`): evaluated apart from
+    /// `--preds`, with the same oracle and panels, as a second headline and paired table
+    /// ("after post-hoc calibration"), so calibrated models meet calibrated ones only.
+    #[arg(long, num_args = 1.., value_name = "PARQUET")]
+    pub calibrated: Vec<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -238,6 +243,57 @@ pub fn subjects(panel: &Panel) -> HashMap<SubjectKey, Subject> {
         }
     }
     out
+}
+
+/// The evaluation of `--calibrated` files on their own, added to `report` after its headline:
+/// the calibrated headline and paired comparisons, and each model's calibration as a note.
+fn calibrated_section(a: &EvalArgs, report: &mut Report) -> CmdResult {
+    for path in &a.calibrated {
+        let f = read_preds(path)?;
+        if !f
+            .metadata
+            .iter()
+            .any(|(k, _)| k == crate::score::CALIBRATION_KEY)
+        {
+            return Err(crate::bad!(
+                "--calibrated {}: not calibrated (score it with labor score --calibration)",
+                path.display()
+            )
+            .into());
+        }
+    }
+    let ca = EvalArgs {
+        preds: a.calibrated.clone(),
+        full: Vec::new(),
+        calibrated: Vec::new(),
+        ablation: Vec::new(),
+        note: Vec::new(),
+        ..a.clone()
+    };
+    let cal = build(&ca)?;
+    let what = "Each model's distribution with a temperature (and a stay offset) fitted on the \
+                validation split (`labor calibrate`), compared with the other calibrated models \
+                only.";
+    let mut head = cal.headline.clone();
+    head.name = "headline_calibrated".into();
+    head.title = format!("After post-hoc calibration. {}", head.title);
+    head.caption = format!("{what} {}", head.caption);
+    let mut tables = vec![head];
+    if let Some(mut t) = cal.tables.iter().find(|t| t.name == "paired").cloned() {
+        t.name = "paired_calibrated".into();
+        t.title = format!("{}, calibrated", t.title);
+        tables.push(t);
+    }
+    let pos = 1.min(report.tables.len());
+    for (i, t) in tables.into_iter().enumerate() {
+        report.tables.insert(pos + i, t);
+    }
+    report.notes.extend(
+        cal.notes
+            .into_iter()
+            .filter(|n| n.contains("calibrated post hoc")),
+    );
+    Ok(())
 }
 
 /// Reads everything, evaluates, and returns the report (the caller writes it).
@@ -653,6 +709,9 @@ pub fn run(a: &EvalArgs) -> CmdResult {
     }
     for (i, n) in a.note.iter().enumerate() {
         report.notes.insert(i, n.clone());
+    }
+    if !a.calibrated.is_empty() {
+        calibrated_section(a, &mut report)?;
     }
     if let Some((table, plot, notes)) = forecast {
         report.tables.push(table);

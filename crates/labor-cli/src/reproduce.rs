@@ -76,6 +76,18 @@ pub struct Preset {
     /// large for big test sets).
     #[serde(default = "yes")]
     pub full_dist: bool,
+    /// Post-hoc calibration of every model on the validation split (`labor calibrate`), scored
+    /// and reported beside the raw predictions, never mixed with them.
+    #[serde(default)]
+    pub calibration: Option<CalibrationSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSpec {
+    /// `temperature` or `temperature-stay` (default).
+    #[serde(default)]
+    pub kind: labor_data::calibration::CalibrationKind,
 }
 
 fn split_seed() -> u64 {
@@ -92,7 +104,9 @@ pub struct WorldSpec {
     pub world: Option<String>,
     pub workers: usize,
     pub seed: u64,
-    /// `survey` (evaluated) or `pretrain` (a resume corpus for pre-training only).
+    /// `survey` (evaluated), `pretrain` (a resume corpus for pre-training only) or `pool` (an
+    /// extra survey, not evaluated: the pooled LM fine-tunes on it beside the surveys, and
+    /// career-pretrained pre-trains on it beside the resume corpus).
     #[serde(default = "survey")]
     pub role: String,
     /// Write the oracle's full distributions of a survey (oracle_full.parquet).
@@ -115,7 +129,8 @@ pub struct PanelSpec {
     /// preset has the same taxonomy, and a custom one cannot be mixed with synthetic worlds.
     #[serde(default)]
     pub taxonomy: Option<String>,
-    /// `survey` (evaluated) or `pretrain` (a resume-like corpus for pre-training only).
+    /// `survey` (evaluated), `pretrain` (a resume-like corpus for pre-training only) or `pool`
+    /// (an extra survey for the pooled LM and career-pretrained's pre-training, not evaluated).
     #[serde(default = "survey")]
     pub role: String,
     /// The format when the name does not tell (`csv`, `parquet`, `career`).
@@ -278,10 +293,18 @@ pub fn parse_preset(name: &str, text: &str) -> anyhow::Result<Preset> {
         .iter()
         .map(|(n, w)| ("worlds", n, &w.role))
         .chain(p.panels.iter().map(|(n, w)| ("panels", n, &w.role)));
+    let pool_used = p.lm.as_ref().is_some_and(|l| l.pooled)
+        || p.comparison.models.iter().any(|m| m == "career-pretrained");
     for (table, w, role) in roles {
-        if role != "survey" && role != "pretrain" {
+        if role == "pool" && !pool_used {
             return Err(crate::bad!(
-                "preset {name}: {table}.{w}.role = {role:?}: expected \"survey\" or \"pretrain\""
+                "preset {name}: {table}.{w}.role = \"pool\" is data for the pooled LM \
+                 ([lm] pooled = true) and career-pretrained, and the preset has neither"
+            ));
+        }
+        if role != "survey" && role != "pretrain" && role != "pool" {
+            return Err(crate::bad!(
+                "preset {name}: {table}.{w}.role = {role:?}: expected \"survey\", \"pretrain\" or \"pool\""
             ));
         }
     }
@@ -634,6 +657,17 @@ fn subtable<'a>(t: &'a mut toml::Table, key: &str) -> anyhow::Result<&'a mut tom
         .ok_or_else(|| anyhow!("a `{key}` section must be a table"))
 }
 
+/// The datasets of `role`, worlds then panels, each by name.
+fn of_role<'p>(p: &'p Preset, role: &str) -> Vec<&'p String> {
+    p.worlds
+        .iter()
+        .map(|(n, w)| (n, w.role.as_str()))
+        .chain(p.panels.iter().map(|(n, s)| (n, s.role.as_str())))
+        .filter(|x| x.1 == role)
+        .map(|x| x.0)
+        .collect()
+}
+
 /// The survey and pre-training datasets, worlds then panels, each by name.
 fn roles(p: &Preset) -> (Vec<&String>, Vec<&String>) {
     let all: Vec<(&String, &str)> = p
@@ -683,7 +717,9 @@ fn panel_list(p: &Preset, worlds: &[&String]) -> toml::Value {
 fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>> {
     let mut stages = Vec::new();
     let (mut preds, mut full): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut cal_preds: Vec<String> = Vec::new();
     let (surveys, pretrain) = roles(p);
+    let pool = of_role(p, "pool");
     let panel = |w: &str| panel_path(p, w);
     let dep = |w: &str| data_stage(p, w);
     // Every command that reads a panel reads it with the study's taxonomy.
@@ -770,6 +806,58 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             }
             args.extend(tax.iter().cloned());
             args.extend(extra.iter().cloned());
+            // Calibrated on the validation split, then scored again with it (models scored on
+            // a subset of the persons or in context are left raw).
+            if let Some(c) = &p.calibration
+                && !extra.iter().any(|a| a == "--limit" || a == "--icl")
+            {
+                let file = format!("calibration/{name}__{w}.json");
+                let mut cal = strs(&[
+                    "calibrate",
+                    "--model",
+                    dir,
+                    "--panel",
+                    &panel(w),
+                    "--split",
+                    "valid",
+                    "--split-seed",
+                    &split_seed,
+                    "--name",
+                    name,
+                    "--kind",
+                    &c.kind.to_string(),
+                    "--out",
+                    &file,
+                ]);
+                cal.extend(tax.iter().cloned());
+                cal.extend(extra.iter().cloned());
+                stages.push(Stage {
+                    name: format!("calibrate-{name}-{w}"),
+                    what: format!("calibrate {name} on {w}'s validation split"),
+                    args: cal,
+                    deps: vec![dep.to_string(), data_stage(p, w)],
+                    run_dir: None,
+                    files: vec![],
+                    inputs: vec![],
+                });
+                let cal_out = format!("preds/{name}__{w}.cal.parquet");
+                let mut sc: Vec<String> =
+                    args.iter().take_while(|a| *a != "--out").cloned().collect();
+                sc.extend(strs(&["--out", &cal_out, "--calibration", &file]));
+                sc.extend(limit.iter().cloned());
+                sc.extend(tax.iter().cloned());
+                sc.extend(extra.iter().cloned());
+                stages.push(Stage {
+                    name: format!("score-cal-{name}-{w}"),
+                    what: format!("score {name} on {w}, calibrated"),
+                    args: sc,
+                    deps: vec![format!("calibrate-{name}-{w}"), data_stage(p, w)],
+                    run_dir: None,
+                    files: vec![],
+                    inputs: vec![],
+                });
+                cal_preds.push(cal_out);
+            }
             stages.push(Stage {
                 name: format!("score-{name}-{w}"),
                 what: format!("score {name} on {w}"),
@@ -806,8 +894,12 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             args.extend(tax.iter().cloned());
             let mut deps = vec![dep(w)];
             if pre {
-                args.extend(strs(&["--pretrain", &panel(pretrain[0])]));
-                deps.push(dep(pretrain[0]));
+                // The resume corpus and the pooled surveys: the extra data the pooled LM gets.
+                args.push("--pretrain".into());
+                for x in std::iter::once(pretrain[0]).chain(pool.iter().copied()) {
+                    args.push(panel(x));
+                    deps.push(dep(x));
+                }
             }
             args.extend(p.comparison.args.get(m).cloned().unwrap_or_default());
             args.extend(strs(&["--out", &dir]));
@@ -859,7 +951,8 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
                 let mut sections = sections.clone();
                 let m = subtable(&mut sections, "model")?;
                 if !m.contains_key("tokenizer_panels") {
-                    m.insert("tokenizer_panels".into(), panel_list(p, &surveys));
+                    let texts: Vec<&String> = surveys.iter().chain(&pool).copied().collect();
+                    m.insert("tokenizer_panels".into(), panel_list(p, &texts));
                 }
                 let cfg = run_toml(
                     &sections,
@@ -882,6 +975,7 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
                     deps: pretrain
                         .iter()
                         .chain(surveys.iter())
+                        .chain(pool.iter())
                         .map(|w| dep(w))
                         .collect(),
                     run_dir: Some("runs/lm-base".into()),
@@ -911,7 +1005,7 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             variants.push(Variant {
                 name: "lm-ft".into(),
                 run: "lm-ft".into(),
-                train_on: all.clone(),
+                train_on: all.iter().chain(pool.iter().copied()).cloned().collect(),
                 score_on: all.clone(),
                 switches: BTreeMap::new(),
                 fraction: None,
@@ -952,7 +1046,7 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
                 variants.push(Variant {
                     name: name.clone(),
                     run: name.clone(),
-                    train_on: all.clone(),
+                    train_on: all.iter().chain(pool.iter().copied()).cloned().collect(),
                     score_on: all.clone(),
                     switches: a.switches.clone(),
                     fraction: a.train_fraction,
@@ -1095,6 +1189,34 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             "No oracle for {}: a user panel has no known truth, so its models are compared \
              with each other, not with the best possible.",
             user.join(", ")
+        ));
+    }
+    if !cal_preds.is_empty() {
+        args.push("--calibrated".into());
+        args.extend(cal_preds.iter().cloned());
+    }
+    if !pool.is_empty() {
+        let names = |v: &[&String]| v.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(" + ");
+        let lm_pooled = p.lm.as_ref().is_some_and(|l| l.pooled);
+        let career_pre = p.comparison.models.iter().any(|m| m == "career-pretrained");
+        let mut given = Vec::new();
+        if lm_pooled {
+            let on: Vec<&String> = surveys.iter().chain(&pool).copied().collect();
+            given.push(format!("lm-ft is fine-tuned on {} pooled", names(&on)));
+        }
+        if career_pre {
+            let on: Vec<&String> = pretrain.iter().take(1).chain(&pool).copied().collect();
+            given.push(format!(
+                "career-pretrained is pre-trained on {} and fine-tuned on the evaluated survey",
+                names(&on)
+            ));
+        }
+        args.push("--note".into());
+        args.push(format!(
+            "What each model was given: {} (pooled surveys, never evaluated: {}); every other \
+             model is fitted on the evaluated survey alone.",
+            given.join("; "),
+            names(&pool)
         ));
     }
     args.extend(strs(&[

@@ -25,10 +25,10 @@ use crate::io::{CmdResult, load_panel, write_atomic};
 /// overrides the built-in defaults (docs/baselines.md).
 #[derive(Debug, Args)]
 pub struct NeuralArgs {
-    /// career: pretrain on this panel (e.g. a `resumes` synthetic world), then fine-tune on the
-    /// survey. Its labels must be in the survey's taxonomy.
-    #[arg(long, value_name = "RESUME_PANEL")]
-    pub pretrain: Option<PathBuf>,
+    /// career: pretrain on these panels pooled (e.g. a `resumes` synthetic world, and other
+    /// surveys), then fine-tune on the survey. Their labels must be in the survey's taxonomy.
+    #[arg(long, value_name = "PANEL", num_args = 1..)]
+    pub pretrain: Vec<PathBuf>,
     /// TOML with [model], [train] and (career) [pretrain] tables; see docs/baselines.md.
     #[arg(long, value_name = "TOML")]
     pub config: Option<PathBuf>,
@@ -83,7 +83,7 @@ impl NeuralArgs {
     /// The first neural-only option given, if any (for a clear error on other models).
     pub fn given(&self) -> Option<&'static str> {
         [
-            (self.pretrain.is_some(), "--pretrain"),
+            (!self.pretrain.is_empty(), "--pretrain"),
             (self.config.is_some(), "--config"),
             (self.paper_size, "--paper-size"),
             (self.layers.is_some(), "--layers"),
@@ -288,7 +288,7 @@ pub fn run(a: &FitArgs) -> CmdResult {
         "career" => NetKind::Career,
         _ => NetKind::BagOfJobs,
     };
-    if n.pretrain.is_some() && kind != NetKind::Career {
+    if !n.pretrain.is_empty() && kind != NetKind::Career {
         return Err(anyhow!("--pretrain is for --model career").into());
     }
     let cfg_path = a.out.join("config.toml");
@@ -306,10 +306,15 @@ pub fn run(a: &FitArgs) -> CmdResult {
     let device = n.device.parse::<DeviceRequest>()?.resolve()?;
     tch::set_num_threads(n.threads.max(1) as i32);
     let (panel, _) = load_panel(&a.panel, &a.input)?;
-    let pre = match &n.pretrain {
-        Some(p) => Some(load_panel(p, &a.input)?.0),
-        None => None,
-    };
+    // The pre-training panels pooled (one taxonomy: the survey's).
+    let mut pre: Option<labor_data::Panel> = None;
+    for p in &n.pretrain {
+        let more = load_panel(p, &a.input)?.0;
+        match &mut pre {
+            None => pre = Some(more),
+            Some(acc) => acc.persons.extend(more.persons),
+        }
+    }
     let spec = SplitSpec {
         seed: a.split_seed,
         ..SplitSpec::default()
@@ -336,7 +341,11 @@ pub fn run(a: &FitArgs) -> CmdResult {
         } else {
             format!(
                 "; pretraining on {} ({} / {} persons)",
-                n.pretrain.as_ref().expect("given").display(),
+                n.pretrain
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 data.pre_train.len(),
                 data.pre_valid.len()
             )
