@@ -3766,3 +3766,287 @@ bootstrap = 10
         assert!(l.contains(w.as_str()), "{l} is not {w}");
     }
 }
+
+/// `labor calibrate` on the validation split, `labor score --calibration`, and `labor eval`:
+/// calibrated predictions are normalized, record their calibration, are never mixed with raw
+/// ones, and `--calibrated` reports them in a headline of their own.
+#[test]
+fn calibration_is_fitted_on_valid_applied_when_scoring_and_never_mixed_with_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = d.join("w");
+    let o = labor(&[
+        "synth",
+        "--world",
+        "nlsy79",
+        "--workers",
+        "300",
+        "--seed",
+        "5",
+        "--out",
+        p(&w),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let panel = w.join("panel.parquet");
+    let m = d.join("m1");
+    let o = labor(&[
+        "fit",
+        "--model",
+        "markov1",
+        "--panel",
+        p(&panel),
+        "--out",
+        p(&m),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = labor(&["calibrate", "--model", p(&m), "--panel", p(&panel)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("temperature-stay: temperature"),
+        "{:?}",
+        text(&o)
+    );
+    let cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("calibration.json")).unwrap())
+            .unwrap();
+    let (raw, after) = (
+        cal["nll_raw"].as_f64().unwrap(),
+        cal["nll_calibrated"].as_f64().unwrap(),
+    );
+    assert!(
+        after <= raw && cal["records"].as_u64().unwrap() > 100,
+        "{cal}"
+    );
+    assert!(
+        cal["fitted_on"].as_str().unwrap().contains("valid split"),
+        "{cal}"
+    );
+    let score = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "score",
+            "--model",
+            p(&m),
+            "--panel",
+            p(&panel),
+            "--name",
+            "markov1",
+            "--out",
+            p(out),
+        ];
+        a.extend(extra);
+        let o = labor(&a);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    };
+    let (rawp, calp) = (d.join("raw.parquet"), d.join("cal.parquet"));
+    score(&rawp, &[]);
+    score(&calp, &["--calibration", p(&m.join("calibration.json"))]);
+    let f = labor_data::predictions::read_predictions(std::fs::File::open(&calp).unwrap()).unwrap();
+    assert!(f.metadata.iter().any(|(k, _)| k == "labor.calibration"));
+    let r = labor_data::predictions::read_predictions(std::fs::File::open(&rawp).unwrap()).unwrap();
+    assert!(!r.metadata.iter().any(|(k, _)| k == "labor.calibration"));
+    // Applied: the same records, different probabilities, each a normalized distribution.
+    assert_eq!(f.rows.len(), r.rows.len());
+    assert!(
+        f.rows
+            .iter()
+            .zip(&r.rows)
+            .any(|(a, b)| (a.logp - b.logp).abs() > 1e-6)
+    );
+    assert!(
+        f.rows
+            .iter()
+            .all(|x| x.leak.abs() < 1e-9 && (x.logp - x.logp_norm).abs() < 1e-9)
+    );
+    // Mixed in one evaluation: refused, naming both files.
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&rawp),
+        p(&calp),
+        "--oracle",
+        p(&w.join("oracle.parquet")),
+        "--out",
+        p(&d.join("mixed")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("is calibrated and"), "{:?}", text(&o));
+    // Apart: a second headline and the calibration in the notes.
+    let rep = d.join("rep");
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&rawp),
+        "--calibrated",
+        p(&calp),
+        "--oracle",
+        p(&w.join("oracle.parquet")),
+        "--bootstrap",
+        "50",
+        "--out",
+        p(&rep),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(rep.join("tables/headline_calibrated.csv").is_file());
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(md.contains("After post-hoc calibration"), "{md}");
+    assert!(md.contains("markov1: calibrated post hoc"), "{md}");
+    // A raw file passed as calibrated is refused.
+    let o = labor(&[
+        "eval",
+        "--preds",
+        p(&rawp),
+        "--calibrated",
+        p(&rawp),
+        "--out",
+        p(&d.join("bad")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("not calibrated"), "{:?}", text(&o));
+}
+
+/// `train.objective = "label-softmax"` through `labor train`: the K-way validation loss is
+/// reported and picks `best/`, and a model without label tokens is refused with exit 2.
+#[test]
+fn labor_train_label_softmax_objective_reports_and_refuses_multi_token_titles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = tiny_run(d, "60");
+    let a = d.join("a");
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&a),
+        "train.objective=\"label-softmax\"",
+        "train.text_loss_weight=0.1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).1.contains("K-way"), "{:?}", text(&o));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let vals: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.get("val_label_softmax_loss").and_then(|v| v.as_f64()))
+        .collect();
+    assert_eq!(vals.len(), 3, "{rows:?}");
+    let best = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(
+        text(&o)
+            .0
+            .contains(&format!("best validation loss {best:.4}")),
+        "{:?}",
+        text(&o)
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("best/training.json")).unwrap())
+            .unwrap();
+    assert_eq!(t["objective"], "label-softmax");
+    // Multi-token titles: refused before training, with the alternative named.
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&d.join("b")),
+        "model.label_tokens=false",
+        "train.objective=\"label-softmax\"",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("needs one token per label"),
+        "{:?}",
+        text(&o)
+    );
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&d.join("c")),
+        "train.text_loss_weight=0.5",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("text_loss_weight"), "{:?}", text(&o));
+}
+
+/// A `pool` world: the pooled LM fine-tunes on it and career-pretrained pre-trains on it, no
+/// model is scored on it, and the report's note says what each model was given.
+#[test]
+fn a_pool_world_feeds_the_pooled_lm_and_career_pretrained_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preset = d.join("pool.toml");
+    let lm = "[lm]\nuntuned = false\n[lm.pretrain.model]\nvocab_size = 600\n\
+              [lm.pretrain.model.scratch]\nhidden_size = 16\nintermediate_size = 32\n\
+              num_hidden_layers = 1\nnum_attention_heads = 2\nmax_position_embeddings = 256\n\
+              [lm.pretrain.optim]\nlr = 1e-3\n[lm.pretrain.train]\ntotal_steps = 1\n\
+              [lm.finetune.optim]\nlr = 1e-3\n[lm.finetune.train]\ntotal_steps = 1\n";
+    std::fs::write(
+        &preset,
+        format!(
+            "[worlds.a]\nworld = \"nlsy79\"\nworkers = 60\nseed = 1\n\
+             [worlds.b]\nworld = \"psid\"\nworkers = 60\nseed = 2\nrole = \"pool\"\n\
+             [worlds.r]\nworld = \"resumes\"\nworkers = 60\nseed = 3\nrole = \"pretrain\"\n\
+             [comparison]\nmodels = [\"markov1\", \"career-pretrained\"]\n\
+             [calibration]\n{lm}"
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        p(&preset),
+        "--out",
+        p(&out),
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let so = text(&o).0;
+    let fit = so
+        .lines()
+        .find(|l| l.contains("career-pretrained__a"))
+        .unwrap();
+    assert!(
+        fit.contains("--pretrain worlds/r/panel.parquet worlds/b/panel.parquet"),
+        "{fit}"
+    );
+    assert!(
+        !so.contains("__b"),
+        "nothing is fitted or scored on the pool world: {so}"
+    );
+    let ft = std::fs::read_to_string(out.join("runs/lm-ft.toml")).unwrap();
+    assert!(
+        ft.contains("panels = [\"worlds/a/panel.parquet\", \"worlds/b/panel.parquet\"]"),
+        "{ft}"
+    );
+    // Every model calibrated and scored again, evaluated apart.
+    assert!(so.contains("calibrate --model models/markov1__a"), "{so}");
+    let eval = so.lines().last().unwrap();
+    assert!(
+        eval.contains("--calibrated preds/markov1__a.cal.parquet"),
+        "{eval}"
+    );
+    assert!(eval.contains("What each model was given"), "{eval}");
+    // A pool world nothing uses is refused.
+    std::fs::write(
+        &preset,
+        "[worlds.a]\nworld = \"nlsy79\"\nworkers = 60\nseed = 1\n\
+         [worlds.b]\nworld = \"psid\"\nworkers = 60\nseed = 2\nrole = \"pool\"\n\
+         [comparison]\nmodels = [\"markov1\"]\n",
+    )
+    .unwrap();
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        p(&preset),
+        "--out",
+        p(&d.join("o2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("role = \"pool\""), "{:?}", text(&o));
+}
