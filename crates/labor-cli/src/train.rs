@@ -518,6 +518,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         .into());
     }
     let mut train_texts = texts(&panel, &renderer, &spec, Split::Train);
+    // The datasets the model trains on (for reports).
+    let mut datasets: std::collections::BTreeSet<String> =
+        panel.persons.iter().map(|p| p.dataset.clone()).collect();
     if c.data.train_fraction < 1.0 {
         let keep: Vec<bool> = panel
             .persons
@@ -545,6 +548,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let mut n = 0;
         for path in &c.data.replay {
             let (rp, _) = load_panel(path, &input)?;
+            datasets.extend(rp.persons.iter().map(|p| p.dataset.clone()));
             let more = texts(&rp, &renderer, &spec, Split::Train);
             n += more.len();
             train_texts.extend(more);
@@ -805,6 +809,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             "epochs": (st.step * per_step) as f64 / n_train_texts.max(1) as f64,
             "tokens": st.tokens,
             "texts": n_train_texts,
+            "datasets": datasets,
             "wall_s": st.wall_s,
             "base": base_training,
         });

@@ -118,6 +118,14 @@ fn from_training(t: &Value, depth: usize) -> Given {
         (None, Some(n)) => Some(format!("{} texts", thousands(n))),
         (None, None) => None,
     };
+    let datasets: Vec<&str> = t["datasets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let data = match data {
+        Some(d) if !datasets.is_empty() => Some(format!("{d} ({})", datasets.join(" + "))),
+        d => d,
+    };
     let epochs = match (t["epochs"].as_f64(), count(&t["steps"])) {
         (Some(e), Some(s)) => Some(format!("{e:.2} ({} steps)", thousands(s))),
         (Some(e), None) => Some(format!("{e:.2}")),
@@ -190,6 +198,15 @@ fn from_fit(f: &Value, kind: Option<&str>) -> Given {
     }
     g.kind = kind;
     g.parameters = count(&f["parameters"]);
+    g.data = match (count(&f["train_persons"]), count(&f["pretrain_persons"])) {
+        (Some(t), Some(p)) if p > 0 => Some(format!(
+            "{} persons; pre-training {} persons",
+            thousands(t),
+            thousands(p)
+        )),
+        (Some(t), _) => Some(format!("{} persons", thousands(t))),
+        _ => None,
+    };
     let total = count(&f["epochs"]);
     let stages: Vec<(String, u64)> = f["stages"]
         .as_array()

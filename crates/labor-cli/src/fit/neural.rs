@@ -320,6 +320,7 @@ pub fn run(a: &FitArgs) -> CmdResult {
         ..SplitSpec::default()
     };
     let data = labor_career::prepare(&panel, &spec, pre.as_ref()).map_err(|e| anyhow!(e))?;
+    let (n_train, n_pretrain) = (data.train.len(), data.pre_train.len());
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let resume = if n.resume {
@@ -388,6 +389,8 @@ pub fn run(a: &FitArgs) -> CmdResult {
         "kind": a.model,
         "panel": a.panel,
         "pretrain_panel": n.pretrain,
+        "train_persons": n_train,
+        "pretrain_persons": n_pretrain,
         "device": format!("{device:?}"),
         "threads": n.threads.max(1),
         "parameters": model.net.n_params(),
