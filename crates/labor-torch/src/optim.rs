@@ -264,3 +264,77 @@ impl AdamW {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lr: f64) -> OptimConfig {
+        OptimConfig {
+            lr,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.1,
+            warmup_steps: 0,
+            schedule: Schedule::Constant,
+            grad_clip: 0.0,
+            min_lr_ratio: 0.0,
+            lr_label_rows: Some(3.0 * lr),
+            lr_lora: Some(0.0),
+            lr_base: None,
+        }
+    }
+
+    /// Per-group learning rates: a group at 0 does not move (not even by weight decay), a group
+    /// at 3× moves three times as far on the first step (Adam's first step is `lr · sign(g)`
+    /// up to eps), and the default group moves by `lr`.
+    #[test]
+    fn group_learning_rates_scale_each_parameters_update() {
+        let c = config(1e-2);
+        let names = [
+            "label_tokens.head",
+            "layers.0.q_proj.lora_A.weight",
+            "model.norm",
+        ];
+        let groups = [ParamGroup::LabelRows, ParamGroup::Lora, ParamGroup::Base];
+        let params: Vec<(String, Tensor)> = names
+            .iter()
+            .map(|n| {
+                let t =
+                    Tensor::ones([2, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+                (n.to_string(), t)
+            })
+            .collect();
+        let before: Vec<Tensor> = params.iter().map(|(_, t)| t.detach().copy()).collect();
+        let shared = params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        let mut opt = AdamW::new(shared);
+        opt.set_lr_scales(|n| c.lr_scale(groups[names.iter().position(|x| *x == n).unwrap()]));
+        assert_eq!(opt.params_by_scale(), vec![(0.0, 4), (1.0, 4), (3.0, 4)]);
+        opt.zero_grad();
+        let loss = params.iter().map(|(_, t)| t.sum(Kind::Float)).fold(
+            Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+            |a, b| a + b,
+        );
+        loss.backward();
+        opt.step(&c, c.lr);
+        let moved: Vec<f64> = params
+            .iter()
+            .zip(&before)
+            .map(|((_, t), b)| (b - t).mean(Kind::Double).double_value(&[]))
+            .collect();
+        // Each element: decay lr·wd·1 plus the Adam step lr·(1 − ε-ish).
+        let step = |lr: f64| lr * 0.1 + lr * (1.0 - 1e-6);
+        assert!((moved[0] - step(3e-2)).abs() < 1e-6, "{moved:?}");
+        assert_eq!(moved[1], 0.0, "{moved:?}");
+        assert!((moved[2] - step(1e-2)).abs() < 1e-6, "{moved:?}");
+        assert!(c.check_groups().is_ok());
+        let bad = OptimConfig {
+            lr_lora: Some(f64::NAN),
+            ..c
+        };
+        assert!(bad.check_groups().unwrap_err().contains("optim.lr_lora"));
+    }
+}
