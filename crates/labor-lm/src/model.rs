@@ -1084,17 +1084,22 @@ impl Llama {
         self.norm.forward(&x)
     }
 
-    /// Logits `[…, V]` (f32) from hidden states.
-    pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let k = self.compute_kind();
-        let w = match (&self.head_bf16, k) {
+    /// The base head's weight `[V, D]` in compute kind `k` (the cached bf16 copy when there is one).
+    fn head_weight(&self, k: Kind) -> Tensor {
+        match (&self.head_bf16, k) {
             (Some(w), Kind::BFloat16) => w.shallow_clone(),
             _ => self
                 .lm_head
                 .as_ref()
                 .unwrap_or(&self.embed_tokens)
                 .to_kind(k),
-        };
+        }
+    }
+
+    /// Logits `[…, V]` (f32) from hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let k = self.compute_kind();
+        let w = self.head_weight(k);
         let h = hidden.to_kind(k);
         let base = h.linear::<Tensor>(&w, None).to_kind(Kind::Float);
         let Some(r) = &self.label_rows else {
@@ -1122,14 +1127,7 @@ impl Llama {
         let k = self.compute_kind();
         let dev = hidden.device();
         let h = hidden.to_kind(k);
-        let base_w = || match (&self.head_bf16, k) {
-            (Some(w), Kind::BFloat16) => w.shallow_clone(),
-            _ => self
-                .lm_head
-                .as_ref()
-                .unwrap_or(&self.embed_tokens)
-                .to_kind(k),
-        };
+        let base_w = || self.head_weight(k);
         let rows = match &self.label_rows {
             Some(r) => {
                 let n = r.head.size()[0];
