@@ -122,6 +122,7 @@ fn train(a: &BenchTrainArgs) -> CmdResult {
                     targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
                         .map(String::from)
                         .to_vec(),
+                    layers: None,
                 },
             )
             .map_err(|e| anyhow!(e))?;

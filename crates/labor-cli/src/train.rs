@@ -154,6 +154,12 @@ pub struct MethodSection {
     pub dropout: f64,
     #[serde(default = "targets")]
     pub targets: Vec<String>,
+    /// Train only the top N layers: LoRA adapters on them alone (PEFT's `layers_to_transform`),
+    /// or for `full` only their weights. Everything below (the layers, the input embeddings and
+    /// a head tied to them, the label tokens' input rows) stays as it starts, and training runs
+    /// it without autograd (`train.prefix_cache_mb`). Default: every layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_layers: Option<usize>,
 }
 
 fn rank() -> usize {
@@ -180,6 +186,7 @@ impl Default for MethodSection {
             alpha: alpha(),
             dropout: 0.0,
             targets: targets(),
+            top_layers: None,
         }
     }
 }
@@ -234,10 +241,20 @@ pub struct TrainSection {
     /// label) or `all` (every token, header and years included).
     #[serde(default = "objective")]
     pub select: String,
-    /// Residual dropout while training (embeddings and every block's output); 0: none. A
-    /// regularizer for small surveys: scoring never drops anything.
+    /// Residual dropout while training (embeddings and every block's output; with
+    /// `method.top_layers` the trained layers' only); 0: none. A regularizer for small surveys:
+    /// scoring never drops anything.
     #[serde(default)]
     pub dropout: f64,
+    /// With `method.top_layers`: megabytes of the frozen layers' outputs (f32, 4 · width bytes
+    /// a token) kept between epochs, for the first texts to need them. Exact: a kept output is
+    /// what computing it again gives, bit for bit. 0: computed again every time.
+    #[serde(default = "prefix_cache_mb")]
+    pub prefix_cache_mb: usize,
+}
+
+fn prefix_cache_mb() -> usize {
+    4096
 }
 
 fn objective() -> String {
@@ -465,13 +482,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     }
     let mut c = config;
-    let lora = match c.method.kind.as_str() {
+    let mut lora = match c.method.kind.as_str() {
         "full" => None,
         "lora" => Some(LoraConfig {
             rank: c.method.rank,
             alpha: c.method.alpha,
             dropout: c.method.dropout,
             targets: c.method.targets.clone(),
+            layers: None,
         }),
         k => return Err(crate::bad!("method.kind {k:?}: expected \"full\" or \"lora\"").into()),
     };
@@ -704,6 +722,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         checkpoint_every: c.train.checkpoint_every,
         loss,
         select,
+        prefix_cache_bytes: c.train.prefix_cache_mb.saturating_mul(1 << 20),
     };
     let per_step = plan.per_step();
     let steps_per_epoch = plan.steps_per_epoch(data.train.len());
@@ -731,6 +750,24 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             (vs, m, cfg)
         }
     };
+    // The frozen bottom layers of `method.top_layers`.
+    let n_layers = cfg.num_hidden_layers;
+    let frozen = match c.method.top_layers {
+        None => 0,
+        Some(k) if (1..=n_layers).contains(&k) => n_layers - k,
+        Some(k) => {
+            return Err(crate::bad!(
+                "method.top_layers = {k}: expected 1 to {n_layers} (the model's layers)"
+            )
+            .into());
+        }
+    };
+    if frozen > 0 {
+        match &mut lora {
+            Some(l) => l.layers = Some((frozen..n_layers).collect()),
+            None => model.freeze_bottom(frozen),
+        }
+    }
     if !resuming {
         let toml_text = toml::to_string_pretty(&c).context("serialize the resolved config")?;
         std::fs::write(dir.join("config.toml"), toml_text)?;
@@ -753,6 +790,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             &renderer,
             &panel.taxonomy,
             c.model.label_init,
+            frozen == 0,
         )
         .map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         eprintln!(
@@ -770,6 +808,20 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     };
     model.set_bf16_compute(bf16);
+    model
+        .set_frozen_prefix(frozen)
+        .map_err(|e| anyhow!("method.top_layers: {e}"))?;
+    if frozen > 0 {
+        eprintln!(
+            "top {} of {n_layers} layers trained; the {frozen} below run without autograd{}",
+            n_layers - frozen,
+            if base_label_tokens {
+                " (the label tokens' input rows stay at their initial values)"
+            } else {
+                ""
+            }
+        );
+    }
     if !(0.0..1.0).contains(&c.train.dropout) {
         return Err(crate::bad!(
             "train.dropout = {}: expected a probability in [0, 1)",
@@ -801,6 +853,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let summary = serde_json::json!({
             "kind": "lm",
             "method": c.method.kind,
+            "top_layers": c.method.top_layers,
             "objective": c.train.objective.to_string(),
             "text_loss_weight": c.train.text_loss_weight,
             "parameters": cfg.n_params(),

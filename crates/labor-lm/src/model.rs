@@ -56,6 +56,9 @@ pub struct LoraConfig {
     pub dropout: f64,
     /// Module names among q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
     pub targets: Vec<String>,
+    /// The layers adapted (PEFT's `layers_to_transform`); `None`: every layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<usize>>,
 }
 
 /// The linear maps LoRA can adapt.
@@ -631,6 +634,9 @@ pub struct Llama {
     head_bf16: Option<Tensor>,
     /// Trainable rows of added label tokens beside frozen (or separately trained) base weights.
     pub label_rows: Option<LabelRows>,
+    /// Bottom layers that nothing trains, run without autograd while training (see
+    /// [`Llama::set_frozen_prefix`]); 0: none.
+    frozen_prefix: usize,
     inv_freq: Tensor,
     mode: Arc<Mode>,
 }
@@ -770,6 +776,7 @@ impl Llama {
             lm_head,
             head_bf16: None,
             label_rows: None,
+            frozen_prefix: 0,
             inv_freq,
             mode,
         }
@@ -870,8 +877,22 @@ impl Llama {
                 ));
             }
         }
-        for (path, name, lin) in self.linears_mut() {
-            if !c.targets.iter().any(|t| t == name) {
+        let n_layers = self.layers.len();
+        if let Some(ls) = &c.layers {
+            if ls.is_empty() {
+                return Err("LoRA layers: the list of adapted layers is empty".into());
+            }
+            if let Some(bad) = ls.iter().find(|&&l| l >= n_layers) {
+                return Err(format!(
+                    "LoRA layer {bad} does not exist: the model has layers 0..{n_layers}"
+                ));
+            }
+        }
+        for (i, (path, name, lin)) in self.linears_mut().into_iter().enumerate() {
+            let layer = i / LORA_MODULES.len();
+            if !c.targets.iter().any(|t| t == name)
+                || c.layers.as_ref().is_some_and(|ls| !ls.contains(&layer))
+            {
                 continue;
             }
             let (out, inp) = (lin.weight.size()[0], lin.weight.size()[1]);
@@ -957,14 +978,17 @@ impl Llama {
         }))
     }
 
-    /// Adds trainable label-token rows (ids `first..first + K`) as variables of `root`'s store,
-    /// named [`LABEL_ROWS_EMBED`] and [`LABEL_ROWS_HEAD`], set to `embed` and `head` `[K, D]`.
+    /// Adds label-token rows (ids `first..first + K`) as variables of `root`'s store, named
+    /// [`LABEL_ROWS_EMBED`] and [`LABEL_ROWS_HEAD`], set to `embed` and `head` `[K, D]`. The
+    /// output rows are trainable; the input rows too when `train_embed` (else they stay at
+    /// `embed`, in the store but never seen by an optimizer: what a frozen prefix needs).
     pub fn add_label_rows(
         &mut self,
         root: &nn::Path,
         first: i64,
         embed: &Tensor,
         head: &Tensor,
+        train_embed: bool,
     ) -> Result<(), String> {
         let d = self.config.hidden_size as i64;
         let k = embed.size()[0];
@@ -982,7 +1006,13 @@ impl Llama {
             ));
         }
         let p = root / "label_tokens";
-        let mut e = p.var("embed", &[k, d], nn::Init::Const(0.));
+        let mut e = var(
+            &p,
+            "embed",
+            &[k as usize, d as usize],
+            nn::Init::Const(0.),
+            train_embed,
+        );
         let mut h = p.var("head", &[k, d], nn::Init::Const(0.));
         tch::no_grad(|| {
             e.copy_(embed);
@@ -1058,29 +1088,174 @@ impl Llama {
     ) -> Tensor {
         let mut x = self.drop(self.embed(ids));
         let (cos, sin) = self.rope(positions, Kind::Float);
-        let mut fresh = Vec::with_capacity(self.layers.len());
-        let past = cache.as_ref().map(|c| &c.layers);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let keep = !matches!(mask, Mask::Tree { .. });
+        let past = cache.as_ref().map(|c| c.layers.as_slice());
+        let all = 0..self.layers.len();
+        let fresh = self.run_layers(&mut x, all, &cos, &sin, past, &mask, true);
+        if let Some(c) = cache
+            && keep
+        {
+            c.layers = fresh;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Runs layers `range` on the residual stream `x` (entering the range's first layer, left
+    /// as it leaves the last), returning each layer's new keys and values. `dropout`: the
+    /// residual dropout of training applies (never in the frozen prefix).
+    #[allow(clippy::too_many_arguments)]
+    fn run_layers(
+        &self,
+        x: &mut Tensor,
+        range: std::ops::Range<usize>,
+        cos: &Tensor,
+        sin: &Tensor,
+        past: Option<&[(Tensor, Tensor)]>,
+        mask: &Mask,
+        dropout: bool,
+    ) -> Vec<(Tensor, Tensor)> {
+        let drop = |t: Tensor| if dropout { self.drop(t) } else { t };
+        let mut fresh = Vec::with_capacity(range.len());
+        for i in range {
+            let layer = &self.layers[i];
             let p = past.and_then(|l| l.get(i));
             let (a, kv) =
                 layer
                     .self_attn
-                    .forward(&layer.input_layernorm.forward(&x), &cos, &sin, p, &mask);
+                    .forward(&layer.input_layernorm.forward(x), cos, sin, p, mask);
             // Not `+=`: the old `x` is saved for the backward pass.
-            x = &x + self.drop(a);
-            x = &x
-                + self.drop(
+            *x = &*x + drop(a);
+            *x = &*x
+                + drop(
                     layer
                         .mlp
-                        .forward(&layer.post_attention_layernorm.forward(&x)),
+                        .forward(&layer.post_attention_layernorm.forward(x)),
                 );
             fresh.push(kv);
         }
-        if let Some(c) = cache
-            && !matches!(mask, Mask::Tree { .. })
-        {
-            c.layers = fresh;
+        fresh
+    }
+
+    /// Marks the bottom `n` layers as frozen: nothing in them or below them trains (no LoRA
+    /// adapter, frozen base weights, frozen input embeddings, label rows' included). Training
+    /// then runs them without autograd, one unpadded sequence at a time ([`Llama::prefix`]),
+    /// and only the layers above build a graph. Errors when something below layer `n` requires
+    /// a gradient, since its training would silently stop.
+    pub fn set_frozen_prefix(&mut self, n: usize) -> Result<(), String> {
+        if n > self.layers.len() {
+            return Err(format!(
+                "{n} frozen layers: the model has {}",
+                self.layers.len()
+            ));
         }
+        if n > 0 {
+            let mut below: Vec<(String, bool)> = vec![(
+                "model.embed_tokens.weight".into(),
+                self.embed_tokens.requires_grad(),
+            )];
+            if let Some(r) = &self.label_rows {
+                below.push((LABEL_ROWS_EMBED.into(), r.embed.requires_grad()));
+            }
+            for (i, l) in self.layers.iter().take(n).enumerate() {
+                let a = &l.self_attn;
+                let m = &l.mlp;
+                for (name, lin) in [
+                    ("q_proj", &a.q_proj),
+                    ("k_proj", &a.k_proj),
+                    ("v_proj", &a.v_proj),
+                    ("o_proj", &a.o_proj),
+                    ("gate_proj", &m.gate_proj),
+                    ("up_proj", &m.up_proj),
+                    ("down_proj", &m.down_proj),
+                ] {
+                    let trains = lin.weight.requires_grad()
+                        || lin.bias.as_ref().is_some_and(|b| b.requires_grad())
+                        || lin.lora.is_some();
+                    below.push((format!("model.layers.{i}.{name}"), trains));
+                }
+                for (name, norm) in [
+                    ("input_layernorm", &l.input_layernorm),
+                    ("post_attention_layernorm", &l.post_attention_layernorm),
+                ] {
+                    below.push((
+                        format!("model.layers.{i}.{name}"),
+                        norm.weight.requires_grad(),
+                    ));
+                }
+            }
+            if let Some((name, _)) = below.iter().find(|(_, t)| *t) {
+                return Err(format!(
+                    "cannot freeze the bottom {n} layers: {name} is trained"
+                ));
+            }
+        }
+        self.frozen_prefix = n;
+        Ok(())
+    }
+
+    /// Stops the input embeddings (and a head tied to them) and the bottom `n` layers from
+    /// requiring gradients, so that an optimizer built from the trainable variables leaves them
+    /// out: full fine-tuning of the layers above only.
+    pub fn freeze_bottom(&mut self, n: usize) {
+        let off = |t: &Tensor| {
+            let _ = t.set_requires_grad(false);
+        };
+        off(&self.embed_tokens);
+        for l in self.layers.iter().take(n) {
+            for lin in [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ] {
+                off(&lin.weight);
+                if let Some(b) = &lin.bias {
+                    off(b);
+                }
+            }
+            off(&l.input_layernorm.weight);
+            off(&l.post_attention_layernorm.weight);
+        }
+    }
+
+    /// The number of frozen bottom layers (see [`Llama::set_frozen_prefix`]).
+    pub fn frozen_prefix(&self) -> usize {
+        self.frozen_prefix
+    }
+
+    /// The residual stream `[T, D]` entering layer `n` for one unpadded causal sequence from
+    /// position 0, without gradients and without dropout. For frozen bottom layers this is a
+    /// function of the token ids alone, so it can be kept between epochs: computing it again
+    /// gives the same bits (the same operations on the same shapes).
+    pub fn prefix(&self, ids: &[i64], n: usize) -> Tensor {
+        let n = n.min(self.layers.len());
+        tch::no_grad(|| {
+            let dev = self.device();
+            let t = ids.len() as i64;
+            let ids = Tensor::from_slice(ids).view([1, t]).to_device(dev);
+            let positions = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0);
+            let (cos, sin) = self.rope(&positions, Kind::Float);
+            let mut x = self.embed(&ids);
+            self.run_layers(&mut x, 0..n, &cos, &sin, None, &Mask::Causal, false);
+            x.squeeze_dim(0)
+        })
+    }
+
+    /// Hidden states after the final norm, `[B, T, D]`, from the residual stream `x` `[B, T, D]`
+    /// entering layer `start` of causal sequences from position 0 (right padding is harmless:
+    /// no real position attends to a later one).
+    pub fn hidden_from(&self, x: &Tensor, start: usize) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let positions = Tensor::arange(t, (Kind::Int64, x.device()))
+            .unsqueeze(0)
+            .expand([b, t], false);
+        let (cos, sin) = self.rope(&positions, Kind::Float);
+        let mut x = x.shallow_clone();
+        let above = start.min(self.layers.len())..self.layers.len();
+        self.run_layers(&mut x, above, &cos, &sin, None, &Mask::Causal, true);
         self.norm.forward(&x)
     }
 

@@ -20,7 +20,7 @@ pub fn adapter_config_json(c: &LoraConfig, base: &str) -> String {
         "inference_mode": true,
         "init_lora_weights": true,
         "modules_to_save": null,
-        "layers_to_transform": null,
+        "layers_to_transform": c.layers,
         "layers_pattern": null,
         "rank_pattern": {},
         "alpha_pattern": {},
@@ -39,6 +39,7 @@ const UNDERSTOOD: &[&str] = &[
     "lora_dropout",
     "target_modules",
     "base_model_name_or_path",
+    "layers_to_transform",
 ];
 
 /// Keys that do not change an adapter's numbers once its weights are saved: bookkeeping,
@@ -126,6 +127,22 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
         }
         _ => return Err("no `target_modules`".into()),
     };
+    // PEFT's `layers_to_transform`: one layer index or a list of them.
+    let layers = match get("layers_to_transform") {
+        None => None,
+        Some(serde_json::Value::Array(a)) if a.is_empty() => None,
+        Some(serde_json::Value::Array(a)) => Some(
+            a.iter()
+                .map(|x| x.as_u64().map(|i| i as usize))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or("layers_to_transform holds a value that is not a layer index")?,
+        ),
+        Some(x) => Some(vec![
+            x.as_u64()
+                .ok_or("layers_to_transform is neither a layer index nor a list of them")?
+                as usize,
+        ]),
+    };
     let base = get("base_model_name_or_path")
         .and_then(|x| x.as_str())
         .ok_or("no `base_model_name_or_path`")?
@@ -136,6 +153,7 @@ pub fn parse_adapter_config(text: &str) -> Result<(LoraConfig, String), String> 
             alpha,
             dropout,
             targets,
+            layers,
         },
         base,
     ))
@@ -151,6 +169,7 @@ mod tests {
             alpha: 8.0,
             dropout: 0.1,
             targets: vec!["q_proj".into(), "v_proj".into()],
+            layers: None,
         }
     }
 
@@ -159,6 +178,31 @@ mod tests {
         let (c, base) = parse_adapter_config(&adapter_config_json(&config(), "/m")).unwrap();
         assert_eq!(c, config());
         assert_eq!(base, "/m");
+    }
+
+    /// PEFT's `layers_to_transform` (a list, or one index) selects the adapted layers and
+    /// survives a round trip; anything else there is an error naming it.
+    #[test]
+    fn adapted_layers_read_back() {
+        let top = LoraConfig {
+            layers: Some(vec![2, 3]),
+            ..config()
+        };
+        let text = adapter_config_json(&top, "/m");
+        assert!(
+            text.contains("\"layers_to_transform\": [\n    2,\n    3\n  ]"),
+            "{text}"
+        );
+        assert_eq!(parse_adapter_config(&text).unwrap().0, top);
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["layers_to_transform"] = json!(1);
+        assert_eq!(
+            parse_adapter_config(&v.to_string()).unwrap().0.layers,
+            Some(vec![1])
+        );
+        v["layers_to_transform"] = json!(["1"]);
+        let e = parse_adapter_config(&v.to_string()).unwrap_err();
+        assert!(e.contains("layers_to_transform"), "{e}");
     }
 
     /// Keys that change the adapted model are errors naming them; off values and bookkeeping
@@ -177,7 +221,6 @@ mod tests {
             ("trainable_token_indices", json!([5, 6])),
             ("use_dora", json!(true)),
             ("lora_bias", json!(true)),
-            ("layers_to_transform", json!([0])),
             ("layer_replication", json!([[0, 1]])),
             ("target_parameters", json!(["mlp.experts.down_proj"])),
             ("bias", json!("all")),

@@ -99,12 +99,23 @@ impl LabelSet {
 pub struct Example<'a> {
     pub ids: &'a [i64],
     pub labels: &'a [usize],
+    /// The residual stream `[T, D]` entering the model's first trained layer, when kept from an
+    /// earlier epoch ([`Llama::prefix`]); computed when needed otherwise.
+    pub prefix: Option<&'a Tensor>,
 }
 
 impl<'a> Example<'a> {
+    /// A sequence with its label positions.
+    pub fn new(ids: &'a [i64], labels: &'a [usize]) -> Self {
+        Self {
+            ids,
+            labels,
+            prefix: None,
+        }
+    }
     /// A sequence trained on as text only.
     pub fn text(ids: &'a [i64]) -> Self {
-        Self { ids, labels: &[] }
+        Self::new(ids, &[])
     }
     /// Label positions that have a target within the sequence.
     fn label_targets(&self) -> impl Iterator<Item = usize> + '_ {
@@ -164,13 +175,18 @@ fn batch_parts(
             tgt.push(s[j]);
         }
     }
-    let ids = Tensor::from_slice(&ids)
-        .view([b as i64, t as i64])
-        .to_device(device);
-    let positions = Tensor::arange(t as i64, (Kind::Int64, device))
-        .unsqueeze(0)
-        .expand([b as i64, t as i64], false);
-    let hidden = model.hidden(&ids, &positions, None, crate::model::Mask::Causal);
+    let hidden = match model.frozen_prefix() {
+        0 => {
+            let ids = Tensor::from_slice(&ids)
+                .view([b as i64, t as i64])
+                .to_device(device);
+            let positions = Tensor::arange(t as i64, (Kind::Int64, device))
+                .unsqueeze(0)
+                .expand([b as i64, t as i64], false);
+            model.hidden(&ids, &positions, None, crate::model::Mask::Causal)
+        }
+        n => model.hidden_from(&padded_prefixes(model, batch, n, t as i64), n),
+    };
     let sum = tch::Reduction::Sum;
     let text = want.text.then(|| {
         let logits = model.logits(&hidden);
@@ -224,6 +240,27 @@ fn batch_parts(
         label_softmax,
         label_n: pos.len() as i64,
     })
+}
+
+/// The residual streams entering layer `n` of a batch's sequences (kept or computed one
+/// sequence at a time), right-padded with zeros to `[B, t, D]`.
+fn padded_prefixes(model: &Llama, batch: &[Example], n: usize, t: i64) -> Tensor {
+    let rows: Vec<Tensor> = batch
+        .iter()
+        .map(|ex| {
+            let x = match ex.prefix {
+                Some(x) => x.shallow_clone(),
+                None => model.prefix(ex.ids, n),
+            };
+            let pad = t - x.size()[0];
+            if pad > 0 {
+                x.constant_pad_nd([0, 0, 0, pad])
+            } else {
+                x
+            }
+        })
+        .collect();
+    Tensor::stack(&rows, 0)
 }
 
 /// Sum of the next-token cross-entropy over every real (non-pad) target of a right-padded batch,
@@ -525,6 +562,10 @@ pub struct LoopConfig {
     pub loss: Loss,
     /// Which validation loss picks the best step.
     pub select: Select,
+    /// With a frozen prefix ([`Llama::set_frozen_prefix`]): bytes of prefix outputs kept
+    /// between epochs (the first sequences to need one, until full; the rest are computed
+    /// again each time). Exact: a kept output is the bits a new computation gives. 0: none.
+    pub prefix_cache_bytes: usize,
 }
 
 /// Which validation loss picks the best step (`train.select`).
@@ -588,10 +629,10 @@ impl TrainData {
     }
     /// Training sequence `i` with its label positions.
     pub fn train_example(&self, i: usize) -> Example<'_> {
-        Example {
-            ids: &self.train[i],
-            labels: self.train_labels.get(i).map_or(&[], Vec::as_slice),
-        }
+        Example::new(
+            &self.train[i],
+            self.train_labels.get(i).map_or(&[], Vec::as_slice),
+        )
     }
     /// Checks that `loss` can be trained on this data: label positions for the label
     /// objectives, and for `label-softmax` a label set holding every label token.
@@ -632,9 +673,11 @@ impl TrainData {
     /// The validation sequences with their label positions.
     pub fn valid_examples(&self) -> Vec<Example<'_>> {
         (0..self.valid.len())
-            .map(|i| Example {
-                ids: &self.valid[i],
-                labels: self.valid_labels.get(i).map_or(&[], Vec::as_slice),
+            .map(|i| {
+                Example::new(
+                    &self.valid[i],
+                    self.valid_labels.get(i).map_or(&[], Vec::as_slice),
+                )
             })
             .collect()
     }
@@ -745,24 +788,33 @@ pub fn train(
     let steps_per_epoch = c.steps_per_epoch(data.train.len());
     let (wall0, t_start) = (state.wall_s, std::time::Instant::now());
     data.check(&c.loss).map_err(TrainError::Data)?;
+    let mut kept = PrefixCache::new(model, c.prefix_cache_bytes);
     while state.step < stop {
         let s = state.step;
         let (epoch, i) = (s / steps_per_epoch, s % steps_per_epoch);
         let order = epoch_order(data.train.len(), c.seed, epoch as u64);
         let idx = &order[i * per_step..((i + 1) * per_step).min(order.len())];
+        // The step's time includes computing (and keeping) frozen-prefix outputs.
+        let t0 = std::time::Instant::now();
+        for &j in idx {
+            kept.fill(model, j, &data.train[j]);
+        }
+        let example = |j: usize| Example {
+            prefix: kept.get(j),
+            ..data.train_example(j)
+        };
         let micro: Vec<Vec<Example>> = if c.micro_batch_tokens > 0 {
             length_grouped_by(
-                idx.iter().map(|&j| data.train_example(j)).collect(),
+                idx.iter().map(|&j| example(j)).collect(),
                 |e| e.ids.len(),
                 c.micro_batch_tokens,
             )
         } else {
             idx.chunks(c.batch_size.max(1))
-                .map(|ch| ch.iter().map(|&j| data.train_example(j)).collect())
+                .map(|ch| ch.iter().map(|&j| example(j)).collect())
                 .collect()
         };
         tch::manual_seed((c.seed as i64).wrapping_add(s as i64));
-        let t0 = std::time::Instant::now();
         let stats = train_step_with(
             model,
             opt,
@@ -832,6 +884,44 @@ pub fn train(
     Ok(())
 }
 
+/// Frozen-prefix outputs kept between epochs, by training sequence, within a byte budget.
+struct PrefixCache {
+    layers: usize,
+    budget: usize,
+    used: usize,
+    kept: std::collections::HashMap<usize, Tensor>,
+}
+
+impl PrefixCache {
+    fn new(model: &Llama, budget: usize) -> Self {
+        Self {
+            layers: model.frozen_prefix(),
+            budget,
+            used: 0,
+            kept: Default::default(),
+        }
+    }
+
+    /// Keeps sequence `j`'s prefix output if there is a frozen prefix and room for it.
+    fn fill(&mut self, model: &Llama, j: usize, ids: &[i64]) {
+        if self.layers == 0 || self.kept.contains_key(&j) {
+            return;
+        }
+        let d = model.config.hidden_size;
+        let bytes = ids.len() * d * 4;
+        if self.used + bytes > self.budget {
+            return;
+        }
+        let x = model.prefix(ids, self.layers);
+        self.used += x.numel() * x.kind().elt_size_in_bytes();
+        self.kept.insert(j, x);
+    }
+
+    fn get(&self, j: usize) -> Option<&Tensor> {
+        self.kept.get(&j)
+    }
+}
+
 /// Adds one trainable embedding and output row per label (the ids of the tokenizer's label
 /// tokens) to `model`, in `store`, each initialised from its title's tokens under the same
 /// tokenizer. Returns the first label token's id and the number of label tokens.
@@ -842,6 +932,7 @@ pub fn add_label_rows(
     renderer: &labor_text::Renderer,
     taxonomy: &labor_data::Taxonomy,
     init: crate::model::LabelInit,
+    train_embed: bool,
 ) -> Result<(usize, usize), String> {
     let ids = labor_text::tokenize::label_marker_ids(tok, &renderer.continuations())
         .map_err(|e| e.to_string())?
@@ -859,6 +950,6 @@ pub fn add_label_rows(
         })
         .collect::<Result<Vec<_>, String>>()?;
     let (embed, head) = model.label_rows_init(&titles, init)?;
-    model.add_label_rows(&store.root(), ids[0] as i64, &embed, &head)?;
+    model.add_label_rows(&store.root(), ids[0] as i64, &embed, &head, train_embed)?;
     Ok((ids[0] as usize, ids.len()))
 }

@@ -48,7 +48,7 @@ fn data(n: usize, seed: u64) -> Vec<(Vec<i64>, Vec<usize>)> {
 
 fn examples(d: &[(Vec<i64>, Vec<usize>)]) -> Vec<Example<'_>> {
     d.iter()
-        .map(|(ids, labels)| Example { ids, labels })
+        .map(|(ids, labels)| Example::new(ids, labels))
         .collect()
 }
 
@@ -77,7 +77,7 @@ fn model(seed: u64, label_rows: bool) -> (nn::VarStore, nn::VarStore, Llama) {
             Tensor::from_slice(&v).view([K, 32])
         };
         let (e, h) = (draw(K as usize * 32), draw(K as usize * 32));
-        m.add_label_rows(&rows.root(), FIRST, &e, &h).unwrap();
+        m.add_label_rows(&rows.root(), FIRST, &e, &h, true).unwrap();
     }
     (vs, rows, m)
 }
@@ -334,6 +334,7 @@ fn every_objective_resumes_bit_for_bit() {
                 text_weight,
             },
             select,
+            prefix_cache_bytes: 0,
         };
         let fresh = |w: &[u8]| {
             let (vs, _, m) = model(5, false);

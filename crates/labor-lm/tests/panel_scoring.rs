@@ -296,7 +296,7 @@ fn added_label_token_scores_equal_an_independent_k_way_softmax() {
     let embed = embed + Tensor::randn([k as i64, 32], (Kind::Float, Device::Cpu)) * 0.1;
     let head = head + Tensor::randn([k as i64, 32], (Kind::Float, Device::Cpu)) * 0.1;
     model
-        .add_label_rows(&rows_vs.root(), ids[0] as i64, &embed, &head)
+        .add_label_rows(&rows_vs.root(), ids[0] as i64, &embed, &head, true)
         .unwrap();
 
     // Only the rows are trainable: a loss on a text with label tokens reaches them and nothing

@@ -359,6 +359,7 @@ fn the_training_loop_reports_keeps_the_best_and_resumes_exactly() {
         checkpoint_every: 4,
         loss: Loss::default(),
         select: Select::All,
+        prefix_cache_bytes: 0,
     };
     let td = TrainData::text(seqs[..20].to_vec(), seqs[20..].to_vec());
     let fresh = |init: &[u8]| {
@@ -473,6 +474,7 @@ fn a_diverging_step_stops_the_loop_before_updating() {
         checkpoint_every: 1,
         loss: Loss::default(),
         select: Select::All,
+        prefix_cache_bytes: 0,
     };
     let td = TrainData::text(seqs.clone(), vec![]);
     let (vs, m) = model(4);
