@@ -173,8 +173,10 @@ pub struct LmSpec {
     /// Extra `labor score` arguments for language models (e.g. `--mem-mib 2048`).
     #[serde(default)]
     pub score_args: Vec<String>,
-    /// Fine-tuning also replays the pre-training worlds' texts (mixed into every epoch), so a
-    /// small survey does not wash out what the base learned. Only with a from-scratch base.
+    /// Fine-tuning also replays the pre-training corpus's texts (mixed into every epoch): for a
+    /// from-scratch base, so that a small survey does not wash out what pre-training learned;
+    /// for a pre-trained base (`base = "smollm2"`), as more career texts to learn from (the
+    /// corpus career-pretrained pre-trains on).
     #[serde(default)]
     pub replay: bool,
 }
@@ -1055,10 +1057,10 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             members.push(name);
             ablations.push((a.name.clone(), members));
         }
-        if lm.replay && (lm.base.is_some() || pretrain.is_empty()) {
+        if lm.replay && pretrain.is_empty() {
             return Err(anyhow!(
-                "[lm] replay = true replays the pre-training worlds: it needs a from-scratch \
-                 base ([lm.pretrain]) and a world with role = \"pretrain\""
+                "[lm] replay = true mixes the pre-training corpus into fine-tuning: it needs a \
+                 world or panel with role = \"pretrain\""
             ));
         }
         for v in &variants {

@@ -808,6 +808,9 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     };
     model.set_bf16_compute(bf16);
+    if bf16 {
+        model.cache_bf16_frozen();
+    }
     model
         .set_frozen_prefix(frozen)
         .map_err(|e| anyhow!("method.top_layers: {e}"))?;

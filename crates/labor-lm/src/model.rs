@@ -799,6 +799,27 @@ impl Llama {
         self.set_bf16_compute(true);
     }
 
+    /// For bf16 training: keeps a bf16 copy of every weight that does not train (the base
+    /// under LoRA, the frozen layers of [`Llama::freeze_bottom`], a frozen head), so that it is
+    /// not cast again at every call; weights that train are still cast per call from their f32
+    /// values. The same numbers as casting each time, less work.
+    pub fn cache_bf16_frozen(&mut self) {
+        tch::no_grad(|| {
+            for (_, _, lin) in self.linears_mut() {
+                let frozen = !lin.weight.requires_grad()
+                    && !lin.bias.as_ref().is_some_and(|b| b.requires_grad());
+                lin.bf16_copy = frozen.then(|| {
+                    (
+                        lin.weight.to_kind(Kind::BFloat16),
+                        lin.bias.as_ref().map(|b| b.to_kind(Kind::BFloat16)),
+                    )
+                });
+            }
+            let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+            self.head_bf16 = (!head.requires_grad()).then(|| head.to_kind(Kind::BFloat16));
+        });
+    }
+
     /// Training mode switches LoRA dropout on, and the residual dropout of
     /// [`Llama::set_dropout`] (the base model has none unless asked).
     pub fn set_training(&self, on: bool) {
