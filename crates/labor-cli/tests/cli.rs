@@ -1247,6 +1247,70 @@ fn label_tokens_on_a_pretrained_base_train_resume_score_and_merge() {
             y.3
         );
     }
+    // LoRA on the top layer only, in bf16: the layer below and the label tokens' input rows
+    // stay frozen; the adapter says which layer it adapts, and it scores like its merge.
+    std::fs::write(
+        &cfg,
+        run_toml(
+            "kind = \"lora\"\nrank = 4\nalpha = 8.0\ntargets = [\"q_proj\", \"v_proj\"]\ntop_layers = 1",
+        ) + "precision = \"bf16\"\n",
+    )
+    .unwrap();
+    let top = d.join("top");
+    let o = labor(&["train", "--config", p(&cfg), "--out", p(&top)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("top 1 of 2 layers trained"),
+        "{:?}",
+        text(&o)
+    );
+    let trainable = 4 * ((32 + 32) + (32 + 16)) + k * 32;
+    assert!(
+        text(&o).1.contains(&format!("({trainable} trainable)")),
+        "{:?}",
+        text(&o)
+    );
+    let ac: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(top.join("best").join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ac["layers_to_transform"], serde_json::json!([1]));
+    let top_scores = score(&top.join("best"), &d.join("t.parquet"));
+    let top_merged = d.join("top-merged");
+    let o = labor(&[
+        "lm",
+        "merge-lora",
+        p(&base),
+        p(&top.join("best")),
+        p(&top_merged),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let merged_scores = score(&top_merged, &d.join("tm.parquet"));
+    for (x, y) in top_scores.iter().zip(&merged_scores) {
+        assert!(
+            (x.3 - y.3).abs() < 1e-5,
+            "adapter {} vs merged {}",
+            x.3,
+            y.3
+        );
+    }
+    let o = labor(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&d.join("top3")),
+        "method.top_layers=3",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("method.top_layers = 3: expected 1 to 2"),
+        "{:?}",
+        text(&o)
+    );
+
     // The base's tokenizer cannot score with label tokens.
     let o = labor(&[
         "score",
