@@ -193,6 +193,22 @@ pub struct Layer {
     pub post_attention_layernorm: RmsNorm,
 }
 
+impl Layer {
+    /// The layer's linear maps with their module names, in [`LORA_MODULES`] order.
+    fn linears(&self) -> [(&'static str, &Linear); 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ]
+    }
+}
+
 /// Keys and values of earlier positions, per layer: `[batch, kv_heads, positions, head_dim]`.
 #[derive(Debug, Default)]
 pub struct KvCache {
@@ -1178,17 +1194,7 @@ impl Llama {
                 below.push((LABEL_ROWS_EMBED.into(), r.embed.requires_grad()));
             }
             for (i, l) in self.layers.iter().take(n).enumerate() {
-                let a = &l.self_attn;
-                let m = &l.mlp;
-                for (name, lin) in [
-                    ("q_proj", &a.q_proj),
-                    ("k_proj", &a.k_proj),
-                    ("v_proj", &a.v_proj),
-                    ("o_proj", &a.o_proj),
-                    ("gate_proj", &m.gate_proj),
-                    ("up_proj", &m.up_proj),
-                    ("down_proj", &m.down_proj),
-                ] {
+                for (name, lin) in l.linears() {
                     let trains = lin.weight.requires_grad()
                         || lin.bias.as_ref().is_some_and(|b| b.requires_grad())
                         || lin.lora.is_some();
@@ -1223,15 +1229,7 @@ impl Llama {
         };
         off(&self.embed_tokens);
         for l in self.layers.iter().take(n) {
-            for lin in [
-                &l.self_attn.q_proj,
-                &l.self_attn.k_proj,
-                &l.self_attn.v_proj,
-                &l.self_attn.o_proj,
-                &l.mlp.gate_proj,
-                &l.mlp.up_proj,
-                &l.mlp.down_proj,
-            ] {
+            for (_, lin) in l.linears() {
                 off(&lin.weight);
                 if let Some(b) = &lin.bias {
                     off(b);
