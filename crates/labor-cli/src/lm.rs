@@ -439,6 +439,15 @@ impl InitConfig {
     }
 }
 
+/// A GGUF reading error with the file's name: exit 2 where the file is at fault.
+pub fn gguf_error(file: &Path, e: labor_gguf::GgufError) -> anyhow::Error {
+    if e.is_bad_input() {
+        anyhow!(InvalidInput(format!("{}: {e}", file.display())))
+    } else {
+        anyhow!("{}: {e}", file.display())
+    }
+}
+
 pub fn run_lm(cmd: &LmCommand) -> CmdResult {
     match cmd {
         LmCommand::Fetch { name, cache } => {
@@ -665,7 +674,7 @@ pub fn import_gguf(
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
     // The header is parsed once: the index holds the metadata.
-    let index = labor_gguf::read_index(&mut r).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let index = labor_gguf::read_index(&mut r).map_err(|e| gguf_error(file, e))?;
     // The tokenizer first: a pre-tokenizer we cannot reproduce fails before the long import.
     let tok = labor_text::gguf::tokenizer_from_metadata(&index.metadata, pre_tokenizer)
         .map_err(|e| InvalidInput(format!("{}: tokenizer: {e}", file.display())))?;
@@ -681,12 +690,7 @@ pub fn import_gguf(
             pb.set_length(n as u64);
             pb.set_position(i as u64);
         })
-        .map_err(|e| match e {
-            labor_gguf::GgufError::RopeFreqs => {
-                anyhow!(InvalidInput(format!("{}: {e}", file.display())))
-            }
-            e => anyhow!("{}: {e}", file.display()),
-        })?;
+        .map_err(|e| gguf_error(file, e))?;
     pb.finish_and_clear();
     let named: std::collections::BTreeMap<String, tch::Tensor> = tensors
         .into_iter()

@@ -385,7 +385,7 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             let f = std::fs::File::open(gguf)
                 .with_context(|| format!("cannot open {}", gguf.display()))?;
             let meta = labor_text::gguf::read_metadata(std::io::BufReader::new(f))
-                .map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
+                .map_err(|e| crate::lm::gguf_error(gguf, e))?;
             let tok = labor_text::gguf::tokenizer_from_metadata(&meta, pre_tokenizer.as_deref())
                 .map_err(|e| crate::io::InvalidInput(format!("{}: {e}", gguf.display())))?;
             let json = to_json(&tok).map_err(|e| anyhow!("{e}"))?;

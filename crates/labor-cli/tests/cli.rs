@@ -4114,3 +4114,41 @@ fn a_pool_world_feeds_the_pooled_lm_and_career_pretrained_only() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("role = \"pool\""), "{:?}", text(&o));
 }
+
+/// A GGUF file whose one metadata value is an array of arrays nested 200,000 deep (2.4 MB):
+/// both GGUF readers refuse it with exit 2 naming the key and the depth, instead of
+/// overflowing the stack (exit 134).
+#[test]
+fn gguf_nested_200000_deep_exits_2_naming_the_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    let key = b"tokenizer.ggml.tokens";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key);
+    b.extend(9u32.to_le_bytes());
+    for _ in 1..200_000 {
+        b.extend(9u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+    }
+    b.extend(8u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    let file = dir.path().join("deep.gguf");
+    std::fs::write(&file, &b).unwrap();
+    let out = dir.path().join("out");
+    let tok = dir.path().join("tokenizer.json");
+    for args in [
+        vec!["lm", "import-gguf", p(&file), "--out", p(&out)],
+        vec!["tokenizer", "from-gguf", p(&file), "--out", p(&tok)],
+    ] {
+        let o = labor(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("deep.gguf"), "{err}");
+        assert!(err.contains("tokenizer.ggml.tokens"), "{err}");
+        assert!(err.contains("nested more than 64 deep"), "{err}");
+        assert!(!out.exists() && !tok.exists());
+    }
+}

@@ -76,6 +76,20 @@ pub enum GgufError {
     Config(String),
 }
 
+impl GgufError {
+    /// Whether the file's content is at fault (a malformed, truncated or unsupported file: the
+    /// CLI's exit 2) rather than the machine (a read that failed for another reason).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            GgufError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => true,
+        }
+    }
+}
+
 /// Bytes of the header and metadata that could not be read (`?` on the readers' I/O errors).
 impl From<std::io::Error> for GgufError {
     fn from(source: std::io::Error) -> Self {

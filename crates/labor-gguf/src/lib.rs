@@ -35,4 +35,4 @@ pub mod metadata;
 pub use dequant::dequantize;
 pub use error::GgufError;
 pub use index::{GgmlType, GgufIndex, TensorInfo, read_index, read_tensor};
-pub use metadata::{Metadata, Value, read_metadata};
+pub use metadata::{MAX_NESTING, Metadata, Value, read_metadata};
