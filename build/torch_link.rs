@@ -5,7 +5,7 @@
 // 2. Set an rpath to the libtorch directory found by torch-sys (the PyTorch virtualenv), plus
 //    `$ORIGIN/torch-lib` for a binary shipped next to its libraries, so neither the binary nor
 //    the tests need LD_LIBRARY_PATH.
-fn main() {
+pub fn main() {
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch_cuda");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
