@@ -88,6 +88,13 @@ pub struct ModelSection {
     /// the rows of all its tokens (a distinct row per label).
     #[serde(default, skip_serializing_if = "is_default")]
     pub label_init: labor_lm::model::LabelInit,
+    /// With label tokens on a pre-trained base: the output rows of labels that are never a
+    /// training target. `hold` (default): kept at their initial values (otherwise the softmax
+    /// pushes them down at every step, under Adam by full-size steps, and a test worker who
+    /// stays in such a label gets almost no probability of staying). `train`: trained like
+    /// the others.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub absent_labels: labor_lm::train::AbsentLabels,
     /// More panels whose training-split texts the from-scratch tokenizer also learns from (not
     /// the model), e.g. the surveys when the base is pre-trained on a resume corpus.
     #[serde(default)]
@@ -723,6 +730,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         loss,
         select,
         prefix_cache_bytes: c.train.prefix_cache_mb.saturating_mul(1 << 20),
+        absent_labels: c.model.absent_labels,
     };
     let per_step = plan.per_step();
     let steps_per_epoch = plan.steps_per_epoch(data.train.len());
@@ -925,6 +933,29 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         .create(true)
         .append(true)
         .open(dir.join("metrics.jsonl"))?;
+    if c.model.absent_labels == labor_lm::train::AbsentLabels::Hold {
+        let absent = labor_lm::train::absent_label_rows(&model, &data);
+        if !absent.is_empty() {
+            let codes: Vec<String> = absent
+                .iter()
+                .take(8)
+                .filter_map(|&i| panel.taxonomy.labels().get(i as usize))
+                .map(|l| l.code.clone())
+                .collect();
+            eprintln!(
+                "label tokens: {} of {} labels are never a training target ({}{}); their output \
+                 rows are held at their initial values (model.absent_labels = \"train\" trains them)",
+                absent.len(),
+                panel.taxonomy.labels().len(),
+                codes.join(", "),
+                if absent.len() > codes.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let pb = ProgressBar::new(total as u64);
     pb.set_style(
         ProgressStyle::with_template("{pos}/{len} steps [{bar:25}] {msg} ({eta})")

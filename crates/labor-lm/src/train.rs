@@ -566,6 +566,23 @@ pub struct LoopConfig {
     /// between epochs (the first sequences to need one, until full; the rest are computed
     /// again each time). Exact: a kept output is the bits a new computation gives. 0: none.
     pub prefix_cache_bytes: usize,
+    /// What happens to the output rows of added label tokens ([`crate::model::LabelRows`])
+    /// whose label is never a training target.
+    pub absent_labels: AbsentLabels,
+}
+
+/// The output rows of added label tokens whose label no training sequence has as a target
+/// (`model.absent_labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbsentLabels {
+    /// Held at their initial values: put back after every optimizer step, so that neither the
+    /// softmax's steady push down on a label that never occurs (which Adam turns into
+    /// full-size steps) nor weight decay moves them. Exact: they are the initial bits.
+    #[default]
+    Hold,
+    /// Trained like every other row.
+    Train,
 }
 
 /// Which validation loss picks the best step (`train.select`).
@@ -789,6 +806,10 @@ pub fn train(
     let (wall0, t_start) = (state.wall_s, std::time::Instant::now());
     data.check(&c.loss).map_err(TrainError::Data)?;
     let mut kept = PrefixCache::new(model, c.prefix_cache_bytes);
+    let held = match c.absent_labels {
+        AbsentLabels::Hold => HeldRows::new(model, &absent_label_rows(model, data)),
+        AbsentLabels::Train => None,
+    };
     while state.step < stop {
         let s = state.step;
         let (epoch, i) = (s / steps_per_epoch, s % steps_per_epoch);
@@ -827,6 +848,9 @@ pub fn train(
             device,
         )
         .map_err(TrainError::Diverged)?;
+        if let Some(h) = &held {
+            h.restore(model);
+        }
         let tokens_per_s = stats.tokens as f64 / t0.elapsed().as_secs_f64();
         state.step += 1;
         state.tokens += stats.tokens.max(0) as u64;
@@ -882,6 +906,55 @@ pub fn train(
         }
     }
     Ok(())
+}
+
+/// The rows (indices `0..K` of [`crate::model::LabelRows`]) of the added label tokens that
+/// occur in no training sequence after its first token, i.e. whose label is never a target of
+/// any objective. Empty without label rows.
+pub fn absent_label_rows(model: &Llama, data: &TrainData) -> Vec<i64> {
+    let Some(r) = &model.label_rows else {
+        return Vec::new();
+    };
+    let k = r.head.size()[0];
+    let mut seen = vec![false; k as usize];
+    for seq in &data.train {
+        for &id in seq.iter().skip(1) {
+            let i = id - r.first;
+            if (0..k).contains(&i) {
+                seen[i as usize] = true;
+            }
+        }
+    }
+    (0..k).filter(|&i| !seen[i as usize]).collect()
+}
+
+/// Label output rows put back to the values they had when the loop started.
+struct HeldRows {
+    idx: Tensor,
+    values: Tensor,
+}
+
+impl HeldRows {
+    fn new(model: &Llama, rows: &[i64]) -> Option<Self> {
+        let r = model.label_rows.as_ref()?;
+        if rows.is_empty() {
+            return None;
+        }
+        let idx = Tensor::from_slice(rows).to_device(r.head.device());
+        let values = tch::no_grad(|| r.head.index_select(0, &idx).detach().copy());
+        Some(Self { idx, values })
+    }
+
+    fn restore(&self, model: &Llama) {
+        if let Some(r) = &model.label_rows {
+            tch::no_grad(|| {
+                let _ = r
+                    .head
+                    .shallow_clone()
+                    .index_copy_(0, &self.idx, &self.values);
+            });
+        }
+    }
 }
 
 /// Frozen-prefix outputs kept between epochs, by training sequence, within a byte budget.

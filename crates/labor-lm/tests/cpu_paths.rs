@@ -238,6 +238,7 @@ fn kept_prefix_outputs_give_the_same_run() {
                 loss: Loss::default(),
                 select: Select::All,
                 prefix_cache_bytes: budget,
+                absent_labels: Default::default(),
             };
             let mut st = TrainState::default();
             train(

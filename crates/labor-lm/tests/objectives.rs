@@ -335,6 +335,7 @@ fn every_objective_resumes_bit_for_bit() {
             },
             select,
             prefix_cache_bytes: 0,
+            absent_labels: Default::default(),
         };
         let fresh = |w: &[u8]| {
             let (vs, _, m) = model(5, false);
@@ -379,4 +380,79 @@ fn every_objective_resumes_bit_for_bit() {
         let v0 = vs0.variables();
         assert!(va.iter().any(|(n, t)| !t.equal(&v0[n])), "{objective}");
     }
+}
+
+/// A label that no training sequence holds keeps its output row, bit for bit, under
+/// `absent_labels = hold` (the softmax and weight decay would move it: they do under `train`),
+/// while the rows of labels that occur are trained either way.
+#[test]
+fn absent_labels_output_rows_are_held_at_their_start() {
+    let absent = FIRST + K - 1;
+    // Every occurrence of the last label becomes the one before it, in training and validation.
+    let d: Vec<(Vec<i64>, Vec<usize>)> = data(24, 13)
+        .into_iter()
+        .map(|(ids, l)| (ids.into_iter().map(|t| t.min(absent - 1)).collect(), l))
+        .collect();
+    let td = TrainData {
+        train: d[..20].iter().map(|x| x.0.clone()).collect(),
+        train_labels: d[..20].iter().map(|x| x.1.clone()).collect(),
+        valid: d[20..].iter().map(|x| x.0.clone()).collect(),
+        valid_labels: d[20..].iter().map(|x| x.1.clone()).collect(),
+        label_set: Some(label_set()),
+    };
+    let run = |absent_labels| {
+        let (_vs, _rows, m) = model(5, true);
+        let rows = m.label_rows.as_ref().unwrap();
+        assert_eq!(labor_lm::train::absent_label_rows(&m, &td), vec![K - 1]);
+        let start = rows.head.copy();
+        let mut opt = AdamW::new(vec![
+            ("head".into(), rows.head.shallow_clone()),
+            ("embed".into(), rows.embed.shallow_clone()),
+        ]);
+        let plan = LoopConfig {
+            optim: optim(),
+            batch_size: 2,
+            grad_accum: 2,
+            micro_batch_tokens: 0,
+            total_steps: 10,
+            seed: 7,
+            eval_every: 5,
+            checkpoint_every: 100,
+            loss: Loss {
+                objective: Objective::LabelSoftmax,
+                text_weight: 0.0,
+            },
+            select: Select::LabelSoftmax,
+            prefix_cache_bytes: 0,
+            absent_labels,
+        };
+        let mut st = TrainState::default();
+        train(
+            &m,
+            &mut opt,
+            &plan,
+            &td,
+            &mut st,
+            10,
+            Device::Cpu,
+            &mut Quiet,
+        )
+        .unwrap();
+        (start, rows.head.copy())
+    };
+    use labor_lm::train::AbsentLabels;
+    use labor_torch::hooks::Quiet;
+    let (start, held) = run(AbsentLabels::Hold);
+    assert!(
+        held.get(K - 1).equal(&start.get(K - 1)),
+        "the absent row moved"
+    );
+    for k in 0..K - 1 {
+        assert!(!held.get(k).equal(&start.get(k)), "row {k} was not trained");
+    }
+    let (start, trained) = run(AbsentLabels::Train);
+    assert!(
+        !trained.get(K - 1).equal(&start.get(K - 1)),
+        "train: the absent row stayed"
+    );
 }

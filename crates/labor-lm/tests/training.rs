@@ -360,6 +360,7 @@ fn the_training_loop_reports_keeps_the_best_and_resumes_exactly() {
         loss: Loss::default(),
         select: Select::All,
         prefix_cache_bytes: 0,
+        absent_labels: Default::default(),
     };
     let td = TrainData::text(seqs[..20].to_vec(), seqs[20..].to_vec());
     let fresh = |init: &[u8]| {
@@ -475,6 +476,7 @@ fn a_diverging_step_stops_the_loop_before_updating() {
         loss: Loss::default(),
         select: Select::All,
         prefix_cache_bytes: 0,
+        absent_labels: Default::default(),
     };
     let td = TrainData::text(seqs.clone(), vec![]);
     let (vs, m) = model(4);
