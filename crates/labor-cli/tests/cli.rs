@@ -3527,6 +3527,67 @@ fn top_title(v: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// `/healthz` shows each model's queue (waiting, dropped); SIGTERM lets a request in flight
+/// finish, and the server then exits 0.
+#[cfg(unix)]
+#[test]
+fn serve_shows_its_queues_and_drains_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut s, _) = serve_mnl_and_oracle(d);
+    let health = |a: &str| -> serde_json::Value {
+        let (st, body) = http(a, "GET", "/healthz", b"");
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let h = health(&s.1);
+    assert_eq!(h["queues"].as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(h["queues"][0]["model"], "mnl", "{h}");
+    assert_eq!(h["queues"][0]["state"], "loaded", "{h}");
+    assert_eq!(h["queues"][0]["waiting"], 0, "{h}");
+    assert_eq!(h["queues"][0]["dropped"], 0, "{h}");
+
+    let body = serde_json::json!({"history": web_career()}).to_string();
+
+    // A request whose head has arrived when SIGTERM comes: its body follows, it is answered.
+    let mut c = std::net::TcpStream::connect(&s.1).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.1,
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-TERM", &s.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.write_all(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"predictions\""), "{out}");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(std::net::TcpStream::connect(&s.1).is_err());
+}
+
 #[test]
 fn serve_answers_the_api_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();

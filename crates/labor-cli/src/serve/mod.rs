@@ -4,13 +4,16 @@
 //! Each model runs on a thread of its own (models are not shared between threads), fed through
 //! a bounded queue: a request waits for its turn, a full queue is answered 503 at once, and a
 //! request that waits longer than the timeout is answered 504 (its job is skipped when its turn
-//! comes). Every input is bounded: body bytes, histories per request, records per history,
+//! comes, as is the job of a client that has gone; `/healthz` counts both and shows each queue's
+//! depth). SIGTERM or SIGINT stops accepting connections, lets the requests in flight finish
+//! within a grace period (`--grace-s`) and exits 0. Every input is bounded: body bytes, histories per request, records per history,
 //! draws and years of a simulation. Every error is a JSON body `{"error": "..."}` with a 4xx or
 //! 5xx status; nothing a client sends can stop the server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,9 @@ pub struct ServeArgs {
     /// Seconds a request may take, waiting included; then it is answered 504.
     #[arg(long, default_value_t = 30.0)]
     pub timeout_s: f64,
+    /// Seconds the requests in flight may take to finish after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace_s: f64,
 }
 
 /// A bounded request's work for a model thread.
@@ -104,6 +110,10 @@ enum Job {
 struct ModelHandle {
     name: String,
     tx: SyncSender<Job>,
+    /// Jobs sent and not yet taken by the model's thread.
+    queued: Arc<AtomicUsize>,
+    /// Jobs skipped when their turn came: past their deadline, or their client gone.
+    dropped: Arc<AtomicU64>,
 }
 
 struct AppState {
@@ -171,7 +181,13 @@ impl AppState {
     ) -> Result<Value, ApiError> {
         let deadline = Instant::now() + self.timeout;
         let (tx, rx) = oneshot::channel();
-        match model.tx.try_send(make(deadline, tx)) {
+        // Counted before the send, so that the thread's decrement never comes first.
+        model.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = model.tx.try_send(make(deadline, tx));
+        if sent.is_err() {
+            model.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(ApiError(
@@ -323,6 +339,12 @@ async fn healthz(State(s): State<Arc<AppState>>) -> axum::Json<Value> {
     axum::Json(json!({
         "status": "ok",
         "models": s.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        "queues": s.models.iter().map(|m| json!({
+            "model": m.name,
+            "state": "loaded",
+            "waiting": m.queued.load(Ordering::SeqCst),
+            "dropped": m.dropped.load(Ordering::SeqCst),
+        })).collect::<Vec<_>>(),
     }))
 }
 
@@ -359,8 +381,9 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// One job on a model thread.
-fn answer(p: &mut dyn Predictor, taxonomy: &Taxonomy, job: Job) {
+/// One job on a model thread; a job past its deadline or whose client has gone is counted in
+/// `dropped` and not run.
+fn answer(p: &mut dyn Predictor, taxonomy: &Taxonomy, job: Job, dropped: &AtomicU64) {
     match job {
         Job::Predict {
             histories,
@@ -369,6 +392,7 @@ fn answer(p: &mut dyn Predictor, taxonomy: &Taxonomy, job: Job) {
             reply,
         } => {
             if Instant::now() > deadline || reply.is_closed() {
+                dropped.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             let out: Result<Vec<Value>, String> = histories
@@ -389,6 +413,7 @@ fn answer(p: &mut dyn Predictor, taxonomy: &Taxonomy, job: Job) {
             reply,
         } => {
             if Instant::now() > deadline || reply.is_closed() {
+                dropped.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             let (starts, _) =
@@ -430,6 +455,9 @@ fn start_model(
 ) -> anyhow::Result<ModelHandle> {
     let name = args.name.clone().expect("named");
     let (tx, rx) = sync_channel::<Job>(queue);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (q, dr) = (queued.clone(), dropped.clone());
     let (ready_tx, ready_rx) = sync_channel::<anyhow::Result<()>>(1);
     std::thread::Builder::new()
         .name(format!("model {name}"))
@@ -437,10 +465,11 @@ fn start_model(
             let r = with_predictor(&args, &taxonomy, |p| {
                 let _ = ready_tx.send(Ok(()));
                 for job in rx {
+                    q.fetch_sub(1, Ordering::SeqCst);
                     // A panic inside a model answers nothing (the request times out) but the
                     // thread and the server go on.
                     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        answer(p, &taxonomy, job)
+                        answer(p, &taxonomy, job, &dr)
                     }));
                     if caught.is_err() {
                         eprintln!("a request made the model panic; it was dropped");
@@ -454,7 +483,12 @@ fn start_model(
             }
         })?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(ModelHandle { name, tx }),
+        Ok(Ok(())) => Ok(ModelHandle {
+            name,
+            tx,
+            queued,
+            dropped,
+        }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow!("model {name:?} failed to start")),
     }
@@ -542,12 +576,53 @@ pub fn run(a: &ServeArgs) -> CmdResult {
         println!("listening on http://{local}");
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| anyhow!("server: {e}"))
+        let grace = Duration::from_secs_f64(a.grace_s.max(0.0));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            stop_signal().await;
+            eprintln!(
+                "stopping: no new connections; the requests in flight have {:.1} s to finish",
+                grace.as_secs_f64()
+            );
+            let _ = stop_tx.send(());
+        });
+        let grace_over = async move {
+            if stop_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = server => r.map_err(|e| anyhow!("server: {e}")),
+            () = grace_over => {
+                eprintln!("stopping: the grace period is over; requests still in flight were cut");
+                Ok(())
+            }
+        }
     })?;
+    eprintln!("stopped");
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    let int = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = int => {}
+        () = term => {}
+    }
 }
