@@ -56,6 +56,18 @@ fn label_set() -> LabelSet {
     LabelSet::new((FIRST..FIRST + K).collect()).unwrap()
 }
 
+/// The first `n` sequences to train on, the rest to validate on, with the label set.
+fn train_valid(d: &[(Vec<i64>, Vec<usize>)], n: usize) -> TrainData {
+    let (t, v) = d.split_at(n);
+    TrainData {
+        train: t.iter().map(|x| x.0.clone()).collect(),
+        train_labels: t.iter().map(|x| x.1.clone()).collect(),
+        valid: v.iter().map(|x| x.0.clone()).collect(),
+        valid_labels: v.iter().map(|x| x.1.clone()).collect(),
+        label_set: Some(label_set()),
+    }
+}
+
 /// A model whose label tokens are rows of its own vocabulary (a from-scratch model), or (with
 /// `label_rows`) a frozen base of `FIRST` tokens with `K` added, trainable label rows.
 fn model(seed: u64, label_rows: bool) -> (nn::VarStore, nn::VarStore, Llama) {
@@ -305,13 +317,7 @@ impl Hooks<Event<'_>, Checkpoint<'_>> for Keep {
 #[test]
 fn every_objective_resumes_bit_for_bit() {
     let d = data(24, 9);
-    let td = TrainData {
-        train: d[..20].iter().map(|x| x.0.clone()).collect(),
-        train_labels: d[..20].iter().map(|x| x.1.clone()).collect(),
-        valid: d[20..].iter().map(|x| x.0.clone()).collect(),
-        valid_labels: d[20..].iter().map(|x| x.1.clone()).collect(),
-        label_set: Some(label_set()),
-    };
+    let td = train_valid(&d, 20);
     let (vs0, _, _) = model(3, false);
     let init = bytes(&weights::named(&vs0));
     for (objective, text_weight, select) in [
@@ -393,13 +399,7 @@ fn absent_labels_output_rows_are_held_at_their_start() {
         .into_iter()
         .map(|(ids, l)| (ids.into_iter().map(|t| t.min(absent - 1)).collect(), l))
         .collect();
-    let td = TrainData {
-        train: d[..20].iter().map(|x| x.0.clone()).collect(),
-        train_labels: d[..20].iter().map(|x| x.1.clone()).collect(),
-        valid: d[20..].iter().map(|x| x.0.clone()).collect(),
-        valid_labels: d[20..].iter().map(|x| x.1.clone()).collect(),
-        label_set: Some(label_set()),
-    };
+    let td = train_valid(&d, 20);
     let run = |absent_labels| {
         let (_vs, _rows, m) = model(5, true);
         let rows = m.label_rows.as_ref().unwrap();

@@ -6,8 +6,8 @@
 //! request that waits longer than the timeout is answered 504 (its job is skipped when its turn
 //! comes, as is the job of a client that has gone; `/healthz` counts both and shows each queue's
 //! depth). SIGTERM or SIGINT stops accepting connections, lets the requests in flight finish
-//! within a grace period (`--grace-s`) and exits 0. Every input is bounded: body bytes, histories per request, records per history,
-//! draws and years of a simulation. Every error is a JSON body `{"error": "..."}` with a 4xx or
+//! within a grace period (`--grace-s`) and exits 0. Every input is bounded: body bytes,
+//! histories per request, records per history, draws and years of a simulation. Every error is a JSON body `{"error": "..."}` with a 4xx or
 //! 5xx status; nothing a client sends can stop the server.
 
 use std::net::SocketAddr;
