@@ -10,6 +10,7 @@ pub mod education;
 pub mod export;
 pub mod formats;
 pub mod import;
+pub mod overlap;
 pub mod panel;
 pub mod predictions;
 pub mod problem;
