@@ -350,3 +350,31 @@ pub fn output_format(path: &Path, given: Option<Format>) -> anyhow::Result<Forma
         None => Format::of(path, None),
     }
 }
+
+/// Refuses (exit 2) a training corpus whose persons in the splits `used` include validation or
+/// test persons of an evaluated panel; with `allow`, only warns. Returns the number of
+/// overlapping persons.
+pub fn check_overlap(
+    corpus: &str,
+    panel: &Panel,
+    spec: &SplitSpec,
+    used: &[labor_data::Split],
+    held: &labor_data::overlap::HeldOut,
+    allow: bool,
+) -> anyhow::Result<usize> {
+    let found = held.find(panel, spec, used);
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let msg = labor_data::overlap::describe(corpus, &found);
+    if allow {
+        eprintln!("warning: {msg} (allowed by --allow-overlap)");
+        Ok(found.len())
+    } else {
+        Err(crate::bad!(
+            "{msg}; a model trained on them would be scored on persons it has seen. Remove them \
+             from the corpus, or pass --allow-overlap (preset or run key allow_overlap = true) \
+             if that is what you mean"
+        ))
+    }
+}

@@ -43,6 +43,11 @@ pub struct ReproduceArgs {
     /// Print the stages and whether each is cached, and run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Train even when a training corpus (a pre-training world or panel, a pooled one, the
+    /// tokenizer's texts) holds validation or test persons of an evaluated survey: each stage
+    /// warns instead of refusing, and the report says so (the preset key `allow_overlap`).
+    #[arg(long)]
+    pub allow_overlap: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +85,10 @@ pub struct Preset {
     /// and reported beside the raw predictions, never mixed with them.
     #[serde(default)]
     pub calibration: Option<CalibrationSpec>,
+    /// Train even when a training corpus holds validation or test persons of an evaluated
+    /// survey (every training stage warns instead of refusing; the report says so).
+    #[serde(default)]
+    pub allow_overlap: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -647,6 +656,11 @@ fn run_toml(
     if let Some(f) = train_fraction {
         data.insert("train_fraction".into(), toml::Value::Float(f));
     }
+    // No training corpus of the run holds a validation or test person of an evaluated survey.
+    data.insert("held_out".into(), panel_list(p, &roles(p).0));
+    if p.allow_overlap {
+        data.insert("allow_overlap".into(), toml::Value::Boolean(true));
+    }
     t.insert("data".into(), toml::Value::Table(data));
     Ok(toml::to_string(&t)?)
 }
@@ -715,8 +729,76 @@ fn panel_list(p: &Preset, worlds: &[&String]) -> toml::Value {
     )
 }
 
+/// Whether two panel paths (canonical) are the same file or files of the same bytes.
+fn same_file(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    ma.is_file()
+        && mb.is_file()
+        && ma.len() == mb.len()
+        && matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Refuses a training-only dataset (role `pretrain` or `pool`) that is an evaluated survey under
+/// another name: the same panel file (or a copy of it), or a world of the same generator and seed. (A corpus that
+/// merely holds some survey persons is caught by each training stage.)
+fn check_training_sources(p: &Preset) -> anyhow::Result<()> {
+    let is_survey = |role: &str| role == "survey";
+    let mut clash = Vec::new();
+    for (a, sa) in &p.panels {
+        for (b, sb) in &p.panels {
+            if !is_survey(&sa.role) && is_survey(&sb.role) && same_file(&sa.path, &sb.path) {
+                clash.push(format!(
+                    "panel {a} (role = \"{}\", {}) is the same file as survey panel {b} ({})",
+                    sa.role, sa.path, sb.path
+                ));
+            }
+        }
+    }
+    for (a, wa) in &p.worlds {
+        for (b, wb) in &p.worlds {
+            let gen_of = |n: &str, w: &WorldSpec| w.world.clone().unwrap_or_else(|| n.to_string());
+            if !is_survey(&wa.role)
+                && is_survey(&wb.role)
+                && gen_of(a, wa) == gen_of(b, wb)
+                && wa.seed == wb.seed
+            {
+                clash.push(format!(
+                    "world {a} (role = \"{}\") has the generator and seed of survey world {b} \
+                     ({}, seed {})",
+                    wa.role,
+                    gen_of(a, wa),
+                    wa.seed
+                ));
+            }
+        }
+    }
+    if clash.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "{}: a pre-training or pooled dataset must hold other persons than the evaluated ones",
+        clash.join("; ")
+    );
+    if p.allow_overlap {
+        eprintln!("warning: {msg} (allowed by allow_overlap)");
+        Ok(())
+    } else {
+        Err(crate::bad!(
+            "{msg}. Give the study a separate world or panel with role = \"pretrain\", or none \
+             (then the LM trains on the surveys' training persons only), or set allow_overlap = \
+             true (--allow-overlap) if that is what you mean"
+        ))
+    }
+}
+
 /// The stages in order; the last is the evaluation.
 fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>> {
+    check_training_sources(p)?;
     let mut stages = Vec::new();
     let (mut preds, mut full): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut cal_preds: Vec<String> = Vec::new();
@@ -878,8 +960,10 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             k => (k, false),
         };
         if pre && pretrain.is_empty() {
-            return Err(anyhow!(
-                "career-pretrained needs a world with role = \"pretrain\""
+            return Err(crate::bad!(
+                "career-pretrained pre-trains on a resume corpus: it needs a world or panel with \
+                 role = \"pretrain\" (this study has none; leave career-pretrained out of \
+                 [comparison] models, the LM then trains on the surveys' training persons only)"
             ));
         }
         for w in &surveys {
@@ -902,6 +986,18 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
                     args.push(panel(x));
                     deps.push(dep(x));
                 }
+                // None of it may be a validation or test person of any evaluated survey.
+                let others: Vec<&&String> = surveys.iter().filter(|x| **x != *w).collect();
+                if !others.is_empty() {
+                    args.push("--held-out".into());
+                    for x in others {
+                        args.push(panel(x));
+                        deps.push(dep(x));
+                    }
+                }
+                if p.allow_overlap {
+                    args.push("--allow-overlap".into());
+                }
             }
             args.extend(p.comparison.args.get(m).cloned().unwrap_or_default());
             args.extend(strs(&["--out", &dir]));
@@ -922,7 +1018,7 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
     if let Some(lm) = &p.lm {
         let mut lm_score = lm.score_args.clone();
         lm_score.extend(strs(&["--template", &p.template]));
-        // The base model: given, or pre-trained from scratch on the resume corpus.
+        // The base model: given, or pre-trained from scratch (on the resume corpus when there is one).
         let (base, base_dep): (Option<String>, Option<String>) = match (&lm.base, &lm.pretrain) {
             (Some(b), _) if b == "smollm2" => {
                 // Fetched once into the user's cache (reused by every reproduction).
@@ -943,30 +1039,41 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             }
             (Some(b), _) => (Some(b.clone()), None),
             (None, Some(sections)) => {
-                if pretrain.is_empty() {
-                    return Err(anyhow!(
-                        "[lm.pretrain] needs a world with role = \"pretrain\""
-                    ));
-                }
-                // The tokenizer learns from the pooled corpus: the resumes and the surveys'
-                // training texts (the model trains on the resumes only).
                 let mut sections = sections.clone();
-                let m = subtable(&mut sections, "model")?;
-                if !m.contains_key("tokenizer_panels") {
-                    let texts: Vec<&String> = surveys.iter().chain(&pool).copied().collect();
-                    m.insert("tokenizer_panels".into(), panel_list(p, &texts));
-                }
+                // With a pre-training corpus the base trains on it, and the tokenizer learns
+                // from it and the surveys' training texts. Without one (a study on its own
+                // taxonomy), the base trains on the surveys' and pooled panels' training
+                // persons (their validation split picks the checkpoint), and is then
+                // fine-tuned like any base.
+                let (on, what): (Vec<&String>, String) = if pretrain.is_empty() {
+                    (
+                        surveys.iter().chain(&pool).copied().collect(),
+                        "pre-train the LM base on the surveys' training persons (no world or \
+                         panel with role = \"pretrain\")"
+                            .into(),
+                    )
+                } else {
+                    let m = subtable(&mut sections, "model")?;
+                    if !m.contains_key("tokenizer_panels") {
+                        let texts: Vec<&String> = surveys.iter().chain(&pool).copied().collect();
+                        m.insert("tokenizer_panels".into(), panel_list(p, &texts));
+                    }
+                    (
+                        pretrain.clone(),
+                        "pre-train the LM base on the resume corpus".into(),
+                    )
+                };
                 let cfg = run_toml(
                     &sections,
                     None,
-                    &pretrain.iter().map(|w| panel(w)).collect::<Vec<_>>(),
+                    &on.iter().map(|w| panel(w)).collect::<Vec<_>>(),
                     p,
                     &BTreeMap::new(),
                     None,
                 )?;
                 stages.push(Stage {
                     name: "train-lm-base".into(),
-                    what: "pre-train the LM base on the resume corpus".into(),
+                    what,
                     args: strs(&[
                         "train",
                         "--config",
@@ -1083,6 +1190,12 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             deps.extend(v.train_on.iter().map(|w| dep(w)));
             if lm.replay {
                 deps.extend(pretrain.iter().map(|w| dep(w)));
+            }
+            // The held-out surveys (data.held_out) are inputs too.
+            for w in &surveys {
+                if !deps.contains(&dep(w)) {
+                    deps.push(dep(w));
+                }
             }
             stages.push(Stage {
                 name: stage.clone(),
@@ -1221,6 +1334,15 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
             names(&pool)
         ));
     }
+    if p.allow_overlap {
+        args.push("--note".into());
+        args.push(
+            "allow_overlap is on: training corpora were allowed to hold validation or test \
+             persons of the evaluated surveys (each training stage's log says how many), so \
+             scores on them may be optimistic."
+                .into(),
+        );
+    }
     args.extend(strs(&[
         "--section",
         "Preset=preset.toml",
@@ -1247,7 +1369,8 @@ fn plan(p: &Preset, title: &str, preset_text: &str) -> anyhow::Result<Vec<Stage>
 const STAGE_LOG: &str = "stages.txt";
 
 pub fn run(a: &ReproduceArgs) -> CmdResult {
-    let (preset, text) = load_preset(&a.preset)?;
+    let (mut preset, text) = load_preset(&a.preset)?;
+    preset.allow_overlap |= a.allow_overlap;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;

@@ -119,6 +119,13 @@ pub enum TokenizerCommand {
         no_label_tokens: bool,
         #[arg(long, default_value_t = labor_data::split::DEFAULT_SPLIT_SEED)]
         seed: u64,
+        /// Panels the models using this tokenizer will be evaluated on: no training text may be
+        /// one of their (or --panel's) validation or test persons (exit 2 naming them).
+        #[arg(long, value_name = "PANEL", num_args = 1..)]
+        held_out: Vec<PathBuf>,
+        /// Train even when --panel holds held-out persons (a warning instead of exit 2).
+        #[arg(long)]
+        allow_overlap: bool,
         #[arg(long)]
         out: PathBuf,
     },
@@ -319,6 +326,8 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
             pre_tokenize,
             no_label_tokens,
             seed,
+            held_out,
+            allow_overlap,
             out,
         } => {
             if text.label_tokens {
@@ -336,6 +345,19 @@ pub fn run_tokenizer(cmd: &TokenizerCommand) -> CmdResult {
                 seed: *seed,
                 ..SplitSpec::default()
             };
+            let mut held = labor_data::overlap::HeldOut::new();
+            held.add(&p, &spec);
+            for h in held_out {
+                held.add(&crate::io::load_panel(h, input)?.0, &spec);
+            }
+            crate::io::check_overlap(
+                &panel.display().to_string(),
+                &p,
+                &spec,
+                &[Split::Train],
+                &held,
+                *allow_overlap,
+            )?;
             let texts: Vec<String> = p
                 .persons
                 .iter()

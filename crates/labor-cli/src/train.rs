@@ -45,6 +45,11 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps in this invocation (the run stays resumable).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Train even when a training corpus (the panels, replay or tokenizer panels) holds
+    /// validation or test persons of `data.panels` or `data.held_out`: a warning instead of exit 2
+    /// (the same as `data.allow_overlap = true`, which the run's config then records).
+    #[arg(long)]
+    pub allow_overlap: bool,
     /// Overrides of the config, e.g. `optim.lr=1e-3 train.batch_size=4`.
     pub overrides: Vec<String>,
 }
@@ -137,6 +142,13 @@ pub struct DataSection {
     /// replaying the pre-training corpus while fine-tuning on a small survey.
     #[serde(default)]
     pub replay: Vec<PathBuf>,
+    /// Panels the model will be evaluated on beside `data.panels`: no training corpus of the run
+    /// may hold one of their validation or test persons (a pre-training run names the surveys).
+    #[serde(default)]
+    pub held_out: Vec<PathBuf>,
+    /// Train even when a training corpus holds held-out persons (warns instead of refusing).
+    #[serde(default)]
+    pub allow_overlap: bool,
 }
 
 fn template() -> String {
@@ -328,6 +340,29 @@ fn panel_input(c: &RunConfig) -> PanelInput {
     }
 }
 
+/// The panels' file names, joined, for messages.
+fn names(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// The validation and test persons of the run's panels and of `data.held_out`.
+fn held_out(
+    c: &RunConfig,
+    panel: &Panel,
+    spec: &SplitSpec,
+) -> CmdResult<labor_data::overlap::HeldOut> {
+    let mut held = labor_data::overlap::HeldOut::new();
+    held.add(panel, spec);
+    for p in &c.data.held_out {
+        held.add(&load_panel(p, &panel_input(c))?.0, spec);
+    }
+    Ok(held)
+}
+
 fn load_panels(c: &RunConfig) -> CmdResult<Panel> {
     let input = panel_input(c);
     let mut pooled: Option<Panel> = None;
@@ -393,11 +428,21 @@ fn scratch_tokenizer(
     template: &Template,
     renderer: &Renderer,
     spec: &SplitSpec,
+    held: &labor_data::overlap::HeldOut,
 ) -> CmdResult<tokenizers::Tokenizer> {
     let mut extra = Vec::new();
     for p in &c.model.tokenizer_panels {
         let input = panel_input(c);
-        extra.push(load_panel(p, &input)?.0);
+        let tp = load_panel(p, &input)?.0;
+        crate::io::check_overlap(
+            &format!("model.tokenizer_panels {}", p.display()),
+            &tp,
+            spec,
+            &[Split::Train],
+            held,
+            c.data.allow_overlap,
+        )?;
+        extra.push(tp);
     }
     let corpus: Vec<String> = std::iter::once(panel)
         .chain(extra.iter())
@@ -489,6 +534,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         }
     }
     let mut c = config;
+    c.data.allow_overlap |= a.allow_overlap;
     let mut lora = match c.method.kind.as_str() {
         "full" => None,
         "lora" => Some(LoraConfig {
@@ -542,6 +588,16 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         )
         .into());
     }
+    let held = held_out(&c, &panel, &spec)?;
+    let allow = c.data.allow_overlap;
+    crate::io::check_overlap(
+        &names(&c.data.panels),
+        &panel,
+        &spec,
+        &[Split::Train],
+        &held,
+        allow,
+    )?;
     let mut train_texts = texts(&panel, &renderer, &spec, Split::Train);
     // The datasets the model trains on (for reports).
     let mut datasets: std::collections::BTreeSet<String> =
@@ -573,6 +629,14 @@ pub fn run(a: &TrainArgs) -> CmdResult {
         let mut n = 0;
         for path in &c.data.replay {
             let (rp, _) = load_panel(path, &input)?;
+            crate::io::check_overlap(
+                &format!("data.replay {}", path.display()),
+                &rp,
+                &spec,
+                &[Split::Train],
+                &held,
+                allow,
+            )?;
             datasets.extend(rp.persons.iter().map(|p| p.dataset.clone()));
             let more = texts(&rp, &renderer, &spec, Split::Train);
             n += more.len();
@@ -676,7 +740,7 @@ pub fn run(a: &TrainArgs) -> CmdResult {
             (tok, json)
         }
     } else {
-        let tok = scratch_tokenizer(&c, &panel, &template, &renderer, &spec)?;
+        let tok = scratch_tokenizer(&c, &panel, &template, &renderer, &spec, &held)?;
         let json = labor_text::tokenize::to_json(&tok).map_err(|e| anyhow!("{e}"))?;
         (tok, json)
     };

@@ -2865,6 +2865,242 @@ fn example_panel_preset_plans_every_model_on_the_committed_panel() {
     }
 }
 
+/// A tiny from-scratch LM pre-trained on a study's own panels (`[lm.pretrain]`) and fine-tuned.
+const TINY_PRETRAIN_LM: &str = "[lm]\nuntuned = false\n[lm.pretrain.model]\nvocab_size = 400\n\
+    label_tokens = true\n[lm.pretrain.model.scratch]\nhidden_size = 16\nintermediate_size = 32\n\
+    num_hidden_layers = 1\nnum_attention_heads = 2\nmax_position_embeddings = 512\n\
+    [lm.pretrain.optim]\nlr = 1e-3\n[lm.pretrain.train]\ntotal_steps = 2\nbatch_size = 4\n\
+    eval_every = 2\neval_texts = 4\n[lm.finetune.optim]\nlr = 1e-3\n[lm.finetune.train]\n\
+    total_steps = 2\nbatch_size = 4\neval_every = 2\neval_texts = 4\n";
+
+/// A study on the committed six-label panel (its own taxonomy, no resume corpus): the committed
+/// preset plans every model but career-pretrained, the LM's base pre-trained on the panel's
+/// training persons; a shrunk copy runs end to end with the LM in the headline; career-pretrained
+/// without a corpus is refused, saying "world or panel".
+#[test]
+fn a_custom_taxonomy_study_without_a_corpus_runs_every_model_the_lm_included() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("plan");
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        &format!("{root}/presets/example-activity.toml"),
+        "--out",
+        p(&out),
+        "--dry-run",
+    ]);
+    let se = text(&o).1;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    for m in [
+        "read panel activity",
+        "pre-train the LM base on the surveys' training persons",
+        "score markov1 on activity",
+        "score markov2 on activity",
+        "score mnl on activity",
+        "score bag-of-jobs on activity",
+        "score career on activity",
+        "score lm-ft on activity",
+    ] {
+        assert!(se.contains(m), "{m} missing:\n{se}");
+    }
+    let base = std::fs::read_to_string(out.join("runs/lm-base.toml")).unwrap();
+    assert!(
+        base.contains("panels = [\"panels/activity/panel.parquet\"]")
+            && base.contains("held_out = [\"panels/activity/panel.parquet\"]")
+            && !base.contains("tokenizer_panels"),
+        "{base}"
+    );
+    // The same study, shrunk, end to end.
+    let panel = format!("{root}/examples/activity/panel.csv");
+    let tax = format!("{root}/examples/activity/taxonomy.csv");
+    let study = |models: &str| {
+        format!(
+            "score_persons = 10\n[panels.activity]\npath = {panel:?}\ntaxonomy = {tax:?}\n\
+             [comparison]\nmodels = [{models}]\n[comparison.args]\nmnl = [\"--lambdas\", \"1e-2\"]\n\
+             bag-of-jobs = [\"--width\", \"8\", \"--epochs\", \"1\"]\n\
+             career = [\"--layers\", \"1\", \"--width\", \"8\", \"--heads\", \"2\", \"--ffn\", \
+             \"16\", \"--epochs\", \"1\"]\n[eval]\nbootstrap = 20\n{TINY_PRETRAIN_LM}"
+        )
+    };
+    let preset = d.join("study.toml");
+    std::fs::write(
+        &preset,
+        study("\"markov1\", \"markov2\", \"mnl\", \"bag-of-jobs\", \"career\""),
+    )
+    .unwrap();
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        p(&preset),
+        "--out",
+        p(&d.join("run")),
+    ]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}\n{se}");
+    for m in [
+        "markov1",
+        "markov2",
+        "mnl",
+        "bag-of-jobs",
+        "career",
+        "lm-ft",
+    ] {
+        assert!(so.contains(&format!("| {m} |")), "{m} missing:\n{so}");
+    }
+    std::fs::write(&preset, study("\"markov1\", \"career-pretrained\"")).unwrap();
+    let o = labor(&[
+        "reproduce",
+        "--preset",
+        p(&preset),
+        "--out",
+        p(&d.join("cp")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("career-pretrained")
+            && err.contains("world or panel with role = \"pretrain\""),
+        "{err}"
+    );
+}
+
+/// No evaluated person in training data: a pre-training panel that is the survey's file is
+/// refused when planning; a corpus holding survey persons under another dataset name (so other
+/// splits) is refused by the stage that would train on it (career-pretrained's fit, the LM's
+/// pre-training), exit 2 naming the corpus and persons; `--allow-overlap` runs it, warning, and
+/// the report says so.
+#[test]
+fn a_pretrain_corpus_holding_test_persons_exits_2_unless_allowed() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let panel = format!("{root}/examples/activity/panel.csv");
+    let tax = format!("{root}/examples/activity/taxonomy.csv");
+    let csv = std::fs::read_to_string(&panel).unwrap();
+    let copy = d.join("copy.csv");
+    std::fs::write(&copy, &csv).unwrap();
+    let corpus = d.join("corpus.csv");
+    std::fs::write(&corpus, csv.replace("\nACTIVITY,", "\nRESUMES,")).unwrap();
+    let preset = d.join("study.toml");
+    let write = |corpus: &Path, models: &str, lm: &str| {
+        std::fs::write(
+            &preset,
+            format!(
+                "score_persons = 10\n[panels.s]\npath = {panel:?}\ntaxonomy = {tax:?}\n\
+                 [panels.c]\npath = {:?}\ntaxonomy = {tax:?}\nrole = \"pretrain\"\n\
+                 [comparison]\nmodels = [{models}]\n[comparison.args]\n\
+                 career-pretrained = [\"--layers\", \"1\", \"--width\", \"8\", \"--heads\", \
+                 \"2\", \"--ffn\", \"16\", \"--epochs\", \"1\", \"--pretrain-epochs\", \"1\"]\n\
+                 [eval]\nbootstrap = 20\n{lm}",
+                p(corpus)
+            ),
+        )
+        .unwrap();
+    };
+    let repro = |out: &str, extra: &[&str]| {
+        let mut args = vec!["reproduce", "--preset", p(&preset), "--out"];
+        let o = d.join(out);
+        args.push(p(&o));
+        args.extend(extra);
+        labor(&args)
+    };
+    // The survey's own file (and a byte copy of it) as the corpus: refused before any stage.
+    for f in [Path::new(&panel), copy.as_path()] {
+        write(f, "\"markov1\"", TINY_PRETRAIN_LM);
+        let o = repro("same", &[]);
+        assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+        let err = text(&o).1;
+        assert!(err.contains("is the same file as survey panel s"), "{err}");
+        assert!(!d.join("same/stages").exists(), "nothing ran");
+    }
+    // Survey persons under another dataset name: the fit and the pre-training refuse them.
+    write(&corpus, "\"markov1\", \"career-pretrained\"", "");
+    let o = repro("cp", &[]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("--pretrain panels/c/panel.parquet: ")
+            && err.contains("validation or test persons of an evaluated panel, e.g. RESUMES/"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-overlap"), "{err}");
+    write(&corpus, "\"markov1\"", TINY_PRETRAIN_LM);
+    let o = repro("lm", &[]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("pre-train the LM base")
+            && err.contains("panels/c/panel.parquet: ")
+            && err.contains("(the same person id and records as ACTIVITY/"),
+        "{err}"
+    );
+    // Allowed: every stage warns, the report records it.
+    write(
+        &corpus,
+        "\"markov1\", \"career-pretrained\"",
+        TINY_PRETRAIN_LM,
+    );
+    let o = repro("ok", &["--allow-overlap"]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{so}\n{se}");
+    assert!(
+        so.contains("| lm-ft |") && so.contains("| career-pretrained |"),
+        "{so}"
+    );
+    let report = std::fs::read_to_string(d.join("ok/report/report.md")).unwrap();
+    assert!(report.contains("allow_overlap is on"), "{report:.3000}");
+}
+
+/// `labor tokenizer train --held-out`: a panel holding another panel's persons under another
+/// dataset name is refused (exit 2, naming them) unless `--allow-overlap`.
+#[test]
+fn tokenizer_train_refuses_held_out_persons_unless_allowed() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let panel = format!("{root}/examples/activity/panel.csv");
+    let tax = format!("{root}/examples/activity/taxonomy.csv");
+    let corpus = d.join("corpus.csv");
+    let csv = std::fs::read_to_string(&panel).unwrap();
+    std::fs::write(&corpus, csv.replace("\nACTIVITY,", "\nOTHER,")).unwrap();
+    let out = d.join("tokenizer.json");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "tokenizer",
+            "train",
+            "--panel",
+            p(&corpus),
+            "--taxonomy",
+            &tax,
+            "--vocab-size",
+            "300",
+            "--out",
+            p(&out),
+        ];
+        args.extend(extra);
+        labor(&args)
+    };
+    let o = train(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "no held-out panel: {:?}",
+        text(&o)
+    );
+    let o = train(&["--held-out", &panel]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("corpus.csv: ") && err.contains("e.g. OTHER/"),
+        "{err}"
+    );
+    let o = train(&["--held-out", &panel, "--allow-overlap"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).1.contains("warning: "), "{:?}", text(&o));
+}
+
 /// `labor synth --export-extract nls|psid DIR` writes the world as a raw extract (wide CSV with
 /// reference-number columns, negative or PSID missing codes, non-interviews, census-style codes
 /// with a crosswalk, a codebook, a mapping); importing it gives back the world's panel exactly.
@@ -3835,7 +4071,9 @@ fn reproduce_redoes_exactly_the_stages_that_depend_on_a_changed_input() {
     let (panel, _) = few_covariates_panel(d);
     let panel_b = d.join("panel_b.csv");
     let csv = std::fs::read_to_string(&panel).unwrap();
-    std::fs::write(&panel_b, csv.replace("\nEXT,", "\nEXB,")).unwrap();
+    // Other persons (ids b0, b1, ...): the same persons under another dataset name would be
+    // refused, as training on the other panel's test persons.
+    std::fs::write(&panel_b, csv.replace("\nEXT,", "\nEXB,b")).unwrap();
     let preset = d.join("two.toml");
     std::fs::write(
         &preset,

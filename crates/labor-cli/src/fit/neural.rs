@@ -29,6 +29,14 @@ pub struct NeuralArgs {
     /// surveys), then fine-tune on the survey. Their labels must be in the survey's taxonomy.
     #[arg(long, value_name = "PANEL", num_args = 1..)]
     pub pretrain: Vec<PathBuf>,
+    /// career: panels the model will also be evaluated on; no --pretrain panel may hold one of
+    /// their (or the survey's) validation or test persons in its training split.
+    #[arg(long, value_name = "PANEL", num_args = 1.., requires = "pretrain")]
+    pub held_out: Vec<PathBuf>,
+    /// career: pretrain even when a --pretrain panel holds held-out persons (a warning instead
+    /// of exit 2).
+    #[arg(long, requires = "pretrain")]
+    pub allow_overlap: bool,
     /// TOML with [model], [train] and (career) [pretrain] tables; see docs/baselines.md.
     #[arg(long, value_name = "TOML")]
     pub config: Option<PathBuf>,
@@ -84,6 +92,8 @@ impl NeuralArgs {
     pub fn given(&self) -> Option<&'static str> {
         [
             (!self.pretrain.is_empty(), "--pretrain"),
+            (!self.held_out.is_empty(), "--held-out"),
+            (self.allow_overlap, "--allow-overlap"),
             (self.config.is_some(), "--config"),
             (self.paper_size, "--paper-size"),
             (self.layers.is_some(), "--layers"),
@@ -306,19 +316,35 @@ pub fn run(a: &FitArgs) -> CmdResult {
     let device = n.device.parse::<DeviceRequest>()?.resolve()?;
     tch::set_num_threads(n.threads.max(1) as i32);
     let (panel, _) = load_panel(&a.panel, &a.input)?;
+    let spec = SplitSpec {
+        seed: a.split_seed,
+        ..SplitSpec::default()
+    };
+    // No pre-training panel trains on a validation or test person of the survey or --held-out.
+    let mut held = labor_data::overlap::HeldOut::new();
+    if !n.pretrain.is_empty() {
+        held.add(&panel, &spec);
+        for p in &n.held_out {
+            held.add(&load_panel(p, &a.input)?.0, &spec);
+        }
+    }
     // The pre-training panels pooled (one taxonomy: the survey's).
     let mut pre: Option<labor_data::Panel> = None;
     for p in &n.pretrain {
         let more = load_panel(p, &a.input)?.0;
+        crate::io::check_overlap(
+            &format!("--pretrain {}", p.display()),
+            &more,
+            &spec,
+            &[labor_data::Split::Train],
+            &held,
+            n.allow_overlap,
+        )?;
         match &mut pre {
             None => pre = Some(more),
             Some(acc) => acc.persons.extend(more.persons),
         }
     }
-    let spec = SplitSpec {
-        seed: a.split_seed,
-        ..SplitSpec::default()
-    };
     let data = labor_career::prepare(&panel, &spec, pre.as_ref()).map_err(|e| anyhow!(e))?;
     let (n_train, n_pretrain) = (data.train.len(), data.pre_train.len());
     std::fs::create_dir_all(&a.out)
